@@ -1,0 +1,127 @@
+"""`load_pretrained("hf:DIR" | "gguf:FILE" | "orbax:DIR")`: a model, its parameters and its tokenizer."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from pivot_jax import model as model_lib
+from pivot_jax.generate import Sampling, generate_ids
+from pivot_jax.tokenizer import Tokenizer
+
+SCHEMES = ("hf", "gguf", "orbax")
+
+
+@functools.partial(jax.jit, static_argnames="graphdef")
+def _forward(graphdef: nnx.GraphDef, state: nnx.State, tokens: jax.Array) -> jax.Array:
+    return nnx.merge(graphdef, state)(tokens)[0]
+
+
+class Pretrained:
+    """A loaded model: `config`, `params` (nested dict of arrays), `tokenizer`, `model` (the NNX module)."""
+
+    def __init__(self, config: model_lib.LlamaConfig, params: dict[str, Any], tokenizer: Tokenizer | None,
+                 source: str = ""):
+        self.config = config
+        self.tokenizer = tokenizer
+        self.source = source
+        self.model = nnx.eval_shape(lambda: model_lib.create(config))
+        nnx.update(self.model, params)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return nnx.to_pure_dict(nnx.state(self.model, nnx.Param))
+
+    def logits(self, token_ids: Any) -> np.ndarray:
+        """Float32 logits [batch, length, vocab] for equal-length rows of token ids."""
+        tokens = jnp.asarray(token_ids, jnp.int32)
+        if tokens.ndim == 1:
+            tokens = tokens[None]
+        graphdef, state = nnx.split(self.model)
+        return np.asarray(_forward(graphdef, state, tokens))
+
+    def _require_tokenizer(self) -> Tokenizer:
+        if self.tokenizer is None:
+            raise ValueError(f"{self.source}: no tokenizer was found with these weights; pass token ids instead")
+        return self.tokenizer
+
+    def encode_prompts(self, prompts: Sequence[str], chat: bool = False) -> list[list[int]]:
+        tok = self._require_tokenizer()
+        if chat:
+            prompts = [tok.apply_chat_template([{"role": "user", "content": p}]) for p in prompts]
+        return [tok.encode(p, add_bos=tok.add_bos) for p in prompts]
+
+    def generate_with_counts(self, prompts: str | Sequence[str], max_new_tokens: int = 32, greedy: bool = True,
+                             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
+                             chat: bool = False) -> tuple[list[str], list[int]]:
+        """Completions and the number of new tokens of each (stop tokens included in the count)."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        tok = self._require_tokenizer()
+        ids = generate_ids(self.model, self.encode_prompts(prompts, chat), max_new_tokens=max_new_tokens,
+                           sampling=Sampling(greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p),
+                           stop_ids=sorted(tok.stop_ids), pad_id=tok.pad_id, seed=seed)
+        return [tok.decode(row) for row in ids], [len(row) for row in ids]
+
+    def generate(self, prompts: str | Sequence[str], max_new_tokens: int = 32, greedy: bool = True,
+                 temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
+                 chat: bool = False) -> list[str]:
+        """Decoded completions (without the prompt) for each prompt."""
+        return self.generate_with_counts(prompts, max_new_tokens, greedy, temperature, top_k, top_p, seed,
+                                         chat)[0]
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write an Orbax model directory that `load_pretrained("orbax:DIR")` reads back."""
+        from pivot_jax.convert import model_dir
+
+        return model_dir.save(directory, self.config, self.params, self.tokenizer)
+
+
+def parse_spec(spec: str) -> tuple[str, Path]:
+    scheme, sep, path = spec.partition(":")
+    if not sep or scheme not in SCHEMES or not path:
+        raise ValueError(f"model spec {spec!r} must look like hf:DIR, gguf:FILE or orbax:DIR")
+    resolved = Path(path).expanduser()
+    if not resolved.exists():
+        raise FileNotFoundError(f"model spec {spec!r}: {resolved} does not exist")
+    return scheme, resolved
+
+
+def load_pretrained(spec: str, dtype: str | None = None, param_dtype: str | None = None) -> Pretrained:
+    """Load weights (+ tokenizer) from `hf:DIR`, `gguf:FILE` or `orbax:DIR`.
+
+    `dtype` sets the compute dtype and `param_dtype` the stored one (default float32 for both).
+    """
+    scheme, path = parse_spec(spec)
+    if scheme == "hf":
+        from pivot_jax.convert import hf
+
+        cfg, params = hf.load_params(path, dtype=param_dtype)
+        tokenizer = optional_tokenizer(path)
+    elif scheme == "gguf":
+        from pivot_jax.convert import gguf
+
+        cfg, params = gguf.load_params(path, dtype=param_dtype)
+        tokenizer = Tokenizer.from_gguf(path)
+    else:
+        from pivot_jax.convert import model_dir
+
+        cfg, params = model_dir.load_params(path, dtype=param_dtype)
+        tokenizer = optional_tokenizer(path / model_dir.TOKENIZER_DIR)
+    cfg = cfg.replace(**{k: v for k, v in (("dtype", dtype), ("param_dtype", param_dtype)) if v})
+    return Pretrained(cfg, params, tokenizer, source=spec)
+
+
+def optional_tokenizer(directory: Path) -> Tokenizer | None:
+    try:
+        return Tokenizer.from_dir(directory)
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,39 @@
+"""pivot_jax: cross-lingual instruction tuning of LLaMA-family models through a pivot language, in JAX."""
+
+from setuptools import find_packages, setup
+
+# Versions checked together on CPU (Python 3.11); the [tpu]/[gpu] extras swap in the accelerator jaxlib.
+JAX = "jax>=0.10.2,<0.11"
+
+setup(
+    name="pivot_jax",
+    version="0.1.0",
+    description=__doc__,
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["pivot_jax", "pivot_jax.*"]),
+    install_requires=[
+        JAX,
+        "flax>=0.12.8,<0.13",
+        "optax>=0.2.8,<0.3",
+        "orbax-checkpoint>=0.12.8,<0.13",
+        "ml-collections>=1.1,<2",
+        "numpy>=2.0,<3",
+        "sentencepiece>=0.2,<0.3",
+        "tokenizers>=0.22,<0.24",
+        "safetensors>=0.6,<0.9",
+        "gguf>=0.17,<0.20",
+        "jinja2>=3.1,<4",
+        "seqio==0.0.20",
+        "tensorflow==2.21.0",
+        "tensorflow-text==2.21.1",
+        "tensorflow-datasets>=4.9.10,<4.10",
+    ],
+    extras_require={
+        # Parity tests build reference models with PyTorch (CPU) + transformers; no weights are downloaded.
+        "dev": ["pytest>=8", "torch==2.13.0", "transformers==5.23.0"],
+        "tpu": ["jax[tpu]>=0.10.2,<0.11"],
+        "gpu": ["jax[cuda12]>=0.10.2,<0.11"],
+    },
+)

