@@ -29,10 +29,13 @@ setup(
         "tensorflow==2.21.0",
         "tensorflow-text==2.21.1",
         "tensorflow-datasets>=4.9.10,<4.10",
+        "clu>=0.0.12",
+        "tensorboard>=2.21,<2.22",
+        "absl-py>=2",
     ],
     extras_require={
         # Parity tests build reference models with PyTorch (CPU) + transformers; no weights are downloaded.
-        "dev": ["pytest>=8", "torch==2.13.0", "transformers==5.23.0"],
+        "dev": ["pytest>=8", "torch==2.13.0", "transformers==5.23.0", "accelerate>=1.10"],
         "tpu": ["jax[tpu]>=0.10.2,<0.11"],
         "gpu": ["jax[cuda12]>=0.10.2,<0.11"],
     },

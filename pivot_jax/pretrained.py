@@ -55,9 +55,9 @@ class Pretrained:
 
     def encode_prompts(self, prompts: Sequence[str], chat: bool = False) -> list[list[int]]:
         tok = self._require_tokenizer()
-        if chat:
-            prompts = [tok.apply_chat_template([{"role": "user", "content": p}]) for p in prompts]
-        return [tok.encode(p, add_bos=tok.add_bos) for p in prompts]
+        if chat:  # chat templates write their own BOS, as in HF's apply_chat_template(tokenize=True)
+            return [tok.encode(tok.apply_chat_template([{"role": "user", "content": p}])) for p in prompts]
+        return [tok.encode(p, add_bos=tok.add_bos_token) for p in prompts]
 
     def generate_with_counts(self, prompts: str | Sequence[str], max_new_tokens: int = 32, greedy: bool = True,
                              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,

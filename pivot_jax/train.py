@@ -1,0 +1,454 @@
+"""The trainer: `python -m pivot_jax.train --config configs/FILE.py[:ARGS] --workdir DIR [--config.KEY=VALUE]`.
+
+One jitted `train_step` with explicit shardings over a (data, fsdp, tensor) mesh; parameters and optimizer
+state are created already sharded; Orbax checkpoints (periodic, on SIGTERM, at the end) hold the state and the
+data position, and a restarted run continues bit-identically. Logs a progress line, `metrics.jsonl` and
+TensorBoard events under WORKDIR.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import functools
+import json
+import logging
+import math
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from ml_collections import ConfigDict
+
+from pivot_jax import model as model_lib
+from pivot_jax import optimizer as optimizer_lib
+from pivot_jax import sharding, throughput
+from pivot_jax.checkpoint import Checkpointer
+from pivot_jax.data import BATCH_KEYS, BatchStream
+from pivot_jax.data.synthetic import SyntheticStream
+
+log = logging.getLogger("pivot_jax.train")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Model configuration and initial parameters
+
+
+def model_config(config: ConfigDict) -> model_lib.LlamaConfig:
+    """The architecture from `model.init_from` (if set) or `model.preset`, with the run-time options applied."""
+    m = config.model
+    options = dict(param_dtype=m.param_dtype, dtype=m.dtype, remat_policy=m.remat_policy,
+                   scan_layers=m.scan_layers)
+    if m.max_seq_len:
+        options["max_seq_len"] = m.max_seq_len
+    if not m.init_from:
+        return model_lib.preset(m.preset, **options)
+    return _pretrained_config(m.init_from).replace(**options)
+
+
+def _pretrained_config(spec: str) -> model_lib.LlamaConfig:
+    from pivot_jax.pretrained import parse_spec
+
+    scheme, path = parse_spec(spec)
+    if scheme == "hf":
+        from pivot_jax.convert import hf
+        return hf.read_config(path)
+    if scheme == "gguf":
+        from pivot_jax.convert import gguf
+        return gguf.read_config(path)
+    from pivot_jax.convert import model_dir
+    return model_dir.read_config(path)
+
+
+def _load_pretrained_params(spec: str, cfg: model_lib.LlamaConfig, shardings: dict[str, Any]) -> dict[str, Any]:
+    """Stream pretrained weights straight onto their shardings, one parameter stack at a time."""
+    from pivot_jax.pretrained import parse_spec
+
+    scheme, path = parse_spec(spec)
+    if scheme == "orbax":
+        from pivot_jax.convert import model_dir
+        return model_dir.load_params(path, cfg, shardings=shardings)[1]
+
+    def place(param_path: tuple[str, ...], array: np.ndarray) -> jax.Array:
+        node = shardings
+        for key in param_path:
+            node = node[key]
+        return jax.device_put(array, node)
+
+    if scheme == "hf":
+        from pivot_jax.convert import hf
+        return hf.load_params(path, cfg, place=place)[1]
+    from pivot_jax.convert import gguf
+    return gguf.load_params(path, dtype=cfg.param_dtype, place=place)[1]
+
+
+# --------------------------------------------------------------------------------------------------------
+# The step
+
+
+def weighted_cross_entropy(logits: jax.Array, batch: dict[str, jax.Array]) -> jax.Array:
+    """Sum over tokens of cross-entropy x `decoder_loss_weights` (float32)."""
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["decoder_target_tokens"])
+    return jnp.sum(ce * batch["decoder_loss_weights"].astype(jnp.float32))
+
+
+def _forward(graphdef: nnx.GraphDef, params: dict[str, Any], batch: dict[str, jax.Array]) -> jax.Array:
+    model = nnx.merge(graphdef, params)
+    logits, _ = model(batch["decoder_input_tokens"], positions=batch["decoder_positions"],
+                      segment_ids=batch["decoder_segment_ids"])
+    return logits
+
+
+def loss_and_grads(params: dict[str, Any], batch: dict[str, jax.Array], graphdef: nnx.GraphDef,
+                   accum_steps: int = 1) -> tuple[jax.Array, dict[str, Any]]:
+    """Loss and gradients of the global batch, computed over `accum_steps` micro-batches.
+
+    The loss is normalised by the number of weighted tokens in the whole global batch, so accumulating k
+    micro-batches gives exactly the gradient of one big batch.
+    """
+    total_weight = jnp.maximum(jnp.sum(batch["decoder_loss_weights"].astype(jnp.float32)), 1.0)
+
+    def loss_fn(params, micro):
+        return weighted_cross_entropy(_forward(graphdef, params, micro), micro) / total_weight
+
+    grad_fn = jax.value_and_grad(loss_fn)
+    if accum_steps == 1:
+        return grad_fn(params, batch)
+    # Micro-batch j takes rows j, j+k, j+2k, ...: every device keeps working on its own rows.
+    micro = jax.tree.map(lambda x: x.reshape(-1, accum_steps, *x.shape[1:]).swapaxes(0, 1), batch)
+
+    def accumulate(carry, mb):
+        return jax.tree.map(jnp.add, carry, grad_fn(params, mb)), None
+
+    zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
+    return jax.lax.scan(accumulate, zeros, micro)[0]
+
+
+def train_step(state: dict[str, Any], batch: dict[str, jax.Array], *, graphdef: nnx.GraphDef,
+               optimizer: optax.GradientTransformation, schedule: optax.Schedule, accum_steps: int
+               ) -> tuple[dict[str, Any], dict[str, jax.Array]]:
+    """One optimizer step over the global batch."""
+    loss, grads = loss_and_grads(state["params"], batch, graphdef, accum_steps)
+    updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    new_state = dict(params=params, opt_state=opt_state, step=state["step"] + 1,
+                     rng=jax.random.fold_in(state["rng"], state["step"]))
+    metrics = dict(loss=loss, grad_norm=optax.global_norm(grads), lr=schedule(state["step"]))
+    return new_state, metrics
+
+
+def eval_step(params: dict[str, Any], batch: dict[str, jax.Array], *, graphdef: nnx.GraphDef
+              ) -> tuple[jax.Array, jax.Array]:
+    """Weighted loss sum and weight of one held-out batch."""
+    loss_sum = weighted_cross_entropy(_forward(graphdef, params, batch), batch)
+    return loss_sum, jnp.sum(batch["decoder_loss_weights"].astype(jnp.float32))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Run
+
+
+@dataclasses.dataclass
+class Setup:
+    """Everything compiled and placed for a run (shared by `train` and tests)."""
+
+    config: ConfigDict
+    model_cfg: model_lib.LlamaConfig
+    mesh: jax.sharding.Mesh
+    graphdef: nnx.GraphDef
+    state_shardings: dict[str, Any]
+    batch_sharding: jax.sharding.NamedSharding
+    step_fn: Callable
+    eval_fn: Callable
+    init_fn: Callable[[], dict[str, Any]]
+    abstract_state: dict[str, Any]
+    rules: list[tuple]
+
+    def activate(self):
+        """Mesh + logical rules: every call of the jitted functions (tracing included) runs inside this."""
+        return sharding.activate(self.mesh, self.rules)
+
+
+def validate(config: ConfigDict) -> None:
+    """Config errors that types alone do not catch, named by key, before anything runs."""
+    t = config.train
+    if t.grad_accum_steps < 1 or t.global_batch_size % t.grad_accum_steps:
+        raise ValueError(f"train.global_batch_size ({t.global_batch_size}) must be a multiple of "
+                         f"train.grad_accum_steps ({t.grad_accum_steps})")
+    if t.steps < 1 and t.epochs <= 0:
+        raise ValueError("train.steps must be >= 1 (or set train.epochs)")
+    if config.optimizer.schedule not in optimizer_lib.SCHEDULES:
+        raise ValueError(f"optimizer.schedule must be one of {optimizer_lib.SCHEDULES}, "
+                         f"got {config.optimizer.schedule!r}")
+    if not 0 <= config.optimizer.warmup_ratio < 1:
+        raise ValueError(f"optimizer.warmup_ratio must be in [0, 1), got {config.optimizer.warmup_ratio}")
+    if config.data.source != "synthetic":
+        raise ValueError(f"data.source {config.data.source!r} is not known; available: 'synthetic'")
+
+
+def setup(config: ConfigDict, devices: list[jax.Device] | None = None) -> Setup:
+    validate(config)
+    mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices)
+    rules = [tuple(rule) for rule in config.mesh.axis_rules]
+    model_cfg = model_config(config)
+    if config.train.seq_len > model_cfg.max_seq_len:
+        raise ValueError(f"train.seq_len {config.train.seq_len} exceeds the model's max_seq_len "
+                         f"{model_cfg.max_seq_len} (set model.max_seq_len)")
+    rows_per_shard = mesh.shape["data"] * mesh.shape["fsdp"] * config.train.grad_accum_steps
+    if config.train.global_batch_size % rows_per_shard:
+        raise ValueError(f"train.global_batch_size {config.train.global_batch_size} must be a multiple of "
+                         f"mesh data x fsdp x grad_accum_steps = {rows_per_shard}")
+
+    abstract_model = nnx.eval_shape(lambda: model_lib.create(model_cfg))
+    graphdef = nnx.graphdef(abstract_model)
+    param_shardings = sharding.param_shardings(abstract_model, mesh, rules)
+    optimizer, schedule = optimizer_lib.make(config.optimizer, config.train.steps)
+    replicated = sharding.replicated(mesh)
+
+    def init_params():
+        return nnx.to_pure_dict(nnx.state(model_lib.create(model_cfg, seed=config.seed), nnx.Param))
+
+    abstract_params = jax.eval_shape(init_params)
+    abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
+    opt_shardings = optax.tree_map_params(optimizer, lambda _, s: s, abstract_opt, param_shardings,
+                                          transform_non_params=lambda _: replicated)
+    state_shardings = dict(params=param_shardings, opt_state=opt_shardings, step=replicated, rng=replicated)
+
+    def init_state(params):
+        return dict(params=params, opt_state=optimizer.init(params), step=jnp.zeros((), jnp.int32),
+                    rng=jax.random.key_data(jax.random.key(config.seed)))
+
+    if config.model.init_from:
+        def init_fn():
+            params = _load_pretrained_params(config.model.init_from, model_cfg, param_shardings)
+            return jax.jit(init_state, out_shardings=state_shardings)(params)
+    else:
+        init_fn = jax.jit(lambda: init_state(init_params()), out_shardings=state_shardings)
+    abstract_state = jax.eval_shape(lambda: init_state(init_params()))
+    abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                  abstract_state, state_shardings)
+    batch_sharding = sharding.batch_sharding(mesh)
+    batch_shardings = {k: batch_sharding for k in BATCH_KEYS}
+    step_fn = jax.jit(functools.partial(train_step, graphdef=graphdef, optimizer=optimizer, schedule=schedule,
+                                        accum_steps=config.train.grad_accum_steps),
+                      in_shardings=(state_shardings, batch_shardings),
+                      out_shardings=(state_shardings, replicated), donate_argnums=0)
+    eval_fn = jax.jit(functools.partial(eval_step, graphdef=graphdef),
+                      in_shardings=(param_shardings, batch_shardings), out_shardings=replicated)
+    return Setup(config, model_cfg, mesh, graphdef, state_shardings, batch_sharding, step_fn, eval_fn, init_fn,
+                 abstract_state, rules)
+
+
+def make_stream(config: ConfigDict, split: str) -> BatchStream:
+    return SyntheticStream(config.seed, split, config.train.global_batch_size, config.train.seq_len,
+                           config.data.vocab_size, jax.process_index(), jax.process_count())
+
+
+def global_batch(local: dict[str, np.ndarray], batch_sharding: jax.sharding.NamedSharding) -> dict[str, jax.Array]:
+    """Assemble the global batch from each process's rows (no host ever holds all of it)."""
+    return {k: jax.make_array_from_process_local_data(batch_sharding, local[k]) for k in BATCH_KEYS}
+
+
+class MetricsLog:
+    """`metrics.jsonl` + TensorBoard events (process 0 only)."""
+
+    def __init__(self, workdir: Path):
+        self.enabled = jax.process_index() == 0
+        if not self.enabled:
+            return
+        from clu import metric_writers
+
+        self.jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
+        self.tensorboard = metric_writers.create_default_writer(str(workdir / "tensorboard"), asynchronous=False)
+
+    def write(self, step: int, scalars: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        self.jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
+        self.jsonl.flush()
+        self.tensorboard.write_scalars(step, scalars)
+        self.tensorboard.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.jsonl.close()
+            self.tensorboard.close()
+
+
+class _Preemption:
+    """SIGTERM (TPU maintenance / preemption, scheduler kill) asks the loop to save and stop."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def restore(self):
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def _check_finite(pending: list[tuple[int, dict[str, jax.Array]]], checkpointer: Checkpointer) -> None:
+    for step, metrics in pending:
+        loss = float(metrics["loss"])
+        if not math.isfinite(loss):
+            checkpointer.wait()
+            last = checkpointer.latest_step()
+            raise FloatingPointError(
+                f"loss is {loss} at step {step}; stopping. The last good checkpoint is "
+                f"{'step ' + str(last) if last is not None else 'none'} in {checkpointer.directory}")
+
+
+def _fmt_eta(seconds: float) -> str:
+    return str(datetime.timedelta(seconds=int(max(seconds, 0))))
+
+
+def run_eval(s: Setup, params: dict[str, Any]) -> float:
+    stream = make_stream(s.config, "validation")
+    total, weight = 0.0, 0.0
+    for _ in range(s.config.eval.steps):
+        loss_sum, w = s.eval_fn(params, global_batch(next(stream), s.batch_sharding))
+        total, weight = total + float(loss_sum), weight + float(w)
+    return total / max(weight, 1.0)
+
+
+def train(config: ConfigDict, workdir: str | Path) -> dict[str, float]:
+    """Run (or resume) training; returns the last logged metrics."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    s = setup(config)
+    if jax.process_index() == 0:
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+    checkpointer = Checkpointer(workdir, config.checkpoint.every_steps, config.checkpoint.keep,
+                                config.checkpoint.async_save)
+    stream = make_stream(config, "train")
+    start_step = checkpointer.latest_step()
+    with s.activate():
+        if start_step is None:
+            state = s.init_fn()
+            start_step = 0
+        else:
+            state, data_state = checkpointer.restore(start_step, s.abstract_state)
+            stream.set_state(data_state)
+            log.info("resumed from step %d (%s)", start_step, checkpointer.directory)
+
+    total_steps = config.train.steps
+    n_devices = s.mesh.size
+    tokens_per_step = config.train.global_batch_size * config.train.seq_len
+    flops_per_step = throughput.training_flops_per_token(s.model_cfg, config.train.seq_len) * tokens_per_step
+    peak = throughput.peak_tflops()
+    metrics_log = MetricsLog(workdir)
+    preemption = _Preemption()
+    log.info("model %s: %s parameters | mesh %s | %d steps x %d tokens", config.model.preset or "pretrained",
+             f"{s.model_cfg.num_params():,}", dict(s.mesh.shape), total_steps, tokens_per_step)
+
+    pending: list[tuple[int, dict[str, jax.Array]]] = []
+    last: dict[str, float] = {}
+    window_start, window_steps, run_start = time.perf_counter(), 0, time.perf_counter()
+    step = start_step
+    try:
+        with s.activate():
+            while step < total_steps:
+                batch = global_batch(next(stream), s.batch_sharding)
+                state, metrics = s.step_fn(state, batch)
+                step += 1
+                window_steps += 1
+                pending.append((step, metrics))
+                log_now = step % config.train.log_every_steps == 0 or step == total_steps
+                save_now = checkpointer.due(step) or step == total_steps or preemption.requested
+                if step == start_step + 1 and not log_now:  # compilation is not throughput
+                    jax.block_until_ready(metrics)
+                    log.info("first step done (compiled) in %.1fs", time.perf_counter() - window_start)
+                    window_start, window_steps = time.perf_counter(), 0
+                if log_now or save_now:
+                    _check_finite(pending, checkpointer)
+                if log_now:
+                    jax.block_until_ready(metrics)
+                    elapsed = time.perf_counter() - window_start
+                    tps = window_steps * tokens_per_step / elapsed
+                    tflops = window_steps * flops_per_step / elapsed / n_devices / 1e12
+                    last = dict(loss=float(metrics["loss"]), lr=float(metrics["lr"]),
+                                grad_norm=float(metrics["grad_norm"]), tokens_per_sec=tps, tflops_per_device=tflops)
+                    if peak:
+                        last["mfu"] = tflops / peak
+                    if config.eval.every_steps and step % config.eval.every_steps == 0:
+                        last["eval_loss"] = run_eval(s, state["params"])
+                    metrics_log.write(step, last)
+                    remaining = (total_steps - step) * elapsed / window_steps
+                    mfu = f"MFU {last['mfu']:.1%}" if peak else "MFU n/a (cpu)"
+                    evl = f" | eval {last['eval_loss']:.4f}" if "eval_loss" in last else ""
+                    log.info("step %d/%d | loss %.4f%s | lr %.2e | %s tok/s | %.3f TFLOP/s/device | %s | ETA %s",
+                             step, total_steps, last["loss"], evl, last["lr"], f"{tps:,.0f}", tflops, mfu,
+                             _fmt_eta(remaining))
+                    window_start, window_steps = time.perf_counter(), 0
+                if save_now:
+                    pending.clear()
+                    checkpointer.save(step, state, stream.get_state())
+                if preemption.requested:
+                    log.warning("SIGTERM received: saved step %d, stopping", step)
+                    break
+                if not log_now and not save_now and len(pending) > 1000:
+                    pending = pending[-1:]  # bounded; finiteness of older steps was never needed
+    finally:
+        checkpointer.close()
+        metrics_log.close()
+        preemption.restore()
+    log.info("done in %s; checkpoints in %s; metrics in %s", _fmt_eta(time.perf_counter() - run_start),
+             checkpointer.directory, workdir / "metrics.jsonl")
+    return last
+
+
+# --------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def initialize_distributed(coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:
+    """Multi-host setup: explicit coordinator flags, or JAX's auto-detection (TPU VM pods, SLURM)."""
+    if coordinator:
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                                   process_id=process_id)
+    else:
+        import os
+
+        on_cluster = "TPU_WORKER_HOSTNAMES" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+        if on_cluster:
+            jax.distributed.initialize()
+
+
+def main(argv: list[str]) -> None:
+    from absl import flags
+
+    del argv
+    f = flags.FLAGS
+    # Our progress at INFO; libraries (Orbax, absl) only when they warn.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", force=True)
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    log.setLevel(logging.INFO)
+    initialize_distributed(f.coordinator_address, f.num_processes, f.process_id)
+    train(f.config, f.workdir)
+
+
+def cli() -> None:
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "config file (configs/FILE.py[:ARGS])", lock_config=True)
+    flags.DEFINE_string("workdir", None, "checkpoints, metrics and TensorBoard logs go here")
+    flags.DEFINE_string("coordinator_address", None, "multi-host: HOST:PORT of process 0 (else auto-detect)")
+    flags.DEFINE_integer("num_processes", None, "multi-host: number of processes")
+    flags.DEFINE_integer("process_id", None, "multi-host: this process's index")
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,91 @@
+"""The public API and CLIs on the real SmolLM2-135M-Instruct GGUF (skipped with a reason if not installed)."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import pivot_jax
+from pivot_jax.convert.__main__ import main as convert_main
+
+PROMPTS = ["What is the capital of Spain?", "Translate to Italian: good morning, my friend"]
+
+
+@pytest.fixture(scope="module")
+def smollm2(smollm2_gguf):
+    return pivot_jax.load_pretrained(f"gguf:{smollm2_gguf}")
+
+
+@pytest.fixture(scope="module")
+def hf_smollm2(smollm2_gguf):
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate", reason="transformers needs accelerate to load GGUF files")
+    return transformers.AutoModelForCausalLM.from_pretrained(
+        str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name, dtype=torch.float32).eval()
+
+
+def test_loaded_model_has_config_params_tokenizer(smollm2):
+    assert smollm2.config.num_params() == 134_515_008
+    assert smollm2.config.tie_embeddings and smollm2.config.num_kv_heads == 3
+    assert smollm2.params["layers"]["attn"]["q_proj"].shape == (30, 576, 9, 64)
+    assert smollm2.tokenizer.decode(smollm2.tokenizer.encode("Hola, ¿qué tal?")) == "Hola, ¿qué tal?"
+    logits = smollm2.logits([[1, 2, 3, 4], [5, 6, 7, 8]])
+    assert logits.shape == (2, 4, 49152) and logits.dtype == np.float32
+
+
+def test_greedy_chat_generation_matches_transformers(smollm2, hf_smollm2):
+    ids = smollm2.encode_prompts(PROMPTS, chat=True)
+    texts, counts = smollm2.generate_with_counts(PROMPTS, max_new_tokens=24, chat=True)
+    tok = smollm2.tokenizer
+    length = max(len(p) for p in ids)
+    with torch.no_grad():
+        out = hf_smollm2.generate(
+            input_ids=torch.tensor([[tok.pad_id] * (length - len(p)) + p for p in ids]),
+            attention_mask=torch.tensor([[0] * (length - len(p)) + [1] * len(p) for p in ids]),
+            max_new_tokens=24, do_sample=False, pad_token_id=tok.pad_id, eos_token_id=sorted(tok.stop_ids))
+    for row, text, count in zip(out[:, length:].tolist(), texts, counts):
+        stop = next((i + 1 for i, t in enumerate(row) if t in tok.stop_ids), len(row))
+        assert count == stop
+        assert text == tok.decode(row[:stop])
+
+
+def test_orbax_round_trip_and_hf_export(smollm2, tmp_path, hf_smollm2):
+    smollm2.save(tmp_path / "orbax")
+    again = pivot_jax.load_pretrained(f"orbax:{tmp_path / 'orbax'}")
+    tokens = [[1, 300, 2000, 45, 9]]
+    np.testing.assert_array_equal(again.logits(tokens), smollm2.logits(tokens))
+    assert again.tokenizer.encode("¿Dónde está la biblioteca?") == smollm2.tokenizer.encode("¿Dónde está la biblioteca?")
+
+    assert convert_main(["orbax-to-hf", str(tmp_path / "orbax"), str(tmp_path / "hf")]) == 0
+    transformers = pytest.importorskip("transformers")
+    exported = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32)
+    with torch.no_grad():
+        ref = hf_smollm2(torch.tensor(tokens)).logits.numpy()
+        np.testing.assert_allclose(exported(torch.tensor(tokens)).logits.numpy(), ref, atol=1e-4)
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    assert hf_tok.encode("Buongiorno a tutti!") == smollm2.tokenizer.encode("Buongiorno a tutti!")
+
+
+def test_gguf_to_orbax_cli(smollm2_gguf, tmp_path):
+    assert convert_main(["gguf-to-orbax", str(smollm2_gguf), str(tmp_path / "m"), "--dtype", "bfloat16"]) == 0
+    m = pivot_jax.load_pretrained(f"orbax:{tmp_path / 'm'}")
+    assert m.params["embed"].dtype.name == "bfloat16"
+
+
+def test_generate_cli(smollm2_gguf):
+    result = subprocess.run([sys.executable, "-m", "pivot_jax.generate", "--model", f"gguf:{smollm2_gguf}",
+                             "--prompt", PROMPTS[0], "--chat", "--max_new_tokens", "12"],
+                            capture_output=True, text=True, check=True)
+    assert result.stdout.startswith(f"### {PROMPTS[0]}\n") and len(result.stdout.split("\n", 1)[1].strip()) > 0
+    assert "new tokens in" in result.stderr
+
+
+def test_bad_specs_are_named(tmp_path):
+    with pytest.raises(ValueError, match="hf:DIR, gguf:FILE or orbax:DIR"):
+        pivot_jax.load_pretrained("weights.bin")
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        pivot_jax.load_pretrained(f"hf:{tmp_path / 'nowhere'}")
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        pivot_jax.load_pretrained(f"orbax:{tmp_path}")

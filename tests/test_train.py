@@ -1,0 +1,232 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from pivot_jax import model as M
+from pivot_jax import train
+from pivot_jax.checkpoint import Checkpointer
+from pivot_jax.config import base_config
+from pivot_jax.data.synthetic import packed_row
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(**overrides):
+    c = base_config()
+    c.model.preset = "tiny"
+    c.train.steps = 5
+    c.train.global_batch_size = 8
+    c.train.seq_len = 32
+    c.optimizer.lr = 1e-2
+    c.optimizer.warmup_ratio = 0.0
+    c.checkpoint.async_save = False
+    for key, value in overrides.items():
+        node = c
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return c
+
+
+def run_steps(config, devices, steps):
+    """Losses of `steps` train steps and the final state, on a mesh over `devices`."""
+    s = train.setup(config, devices)
+    stream = train.make_stream(config, "train")
+    losses = []
+    with s.activate():
+        state = s.init_fn()
+        for _ in range(steps):
+            state, metrics = s.step_fn(state, train.global_batch(next(stream), s.batch_sharding))
+            losses.append(float(metrics["loss"]))
+    return losses, state
+
+
+@pytest.fixture(scope="module")
+def single_device_run():
+    return run_steps(tiny_config(**{"mesh.data": 1}), jax.devices()[:1], 5)
+
+
+@pytest.mark.parametrize("mesh", [(8, 1, 1), (2, 4, 1), (2, 2, 2)])
+def test_meshes_match_one_device(mesh, single_device_run):
+    assert len(jax.devices()) == 8, "conftest forces 8 CPU devices"
+    data, fsdp, tensor = mesh
+    config = tiny_config(**{"mesh.data": data, "mesh.fsdp": fsdp, "mesh.tensor": tensor})
+    losses, state = run_steps(config, jax.devices(), 5)
+    np.testing.assert_allclose(losses, single_device_run[0], rtol=1e-5)
+    assert losses[-1] < losses[0]
+    gate = state["params"]["layers"]["mlp"]["gate_proj"]  # [layers, embed, mlp] = [2, 64, 128]
+    assert gate.addressable_shards[0].data.shape == (2, 64 // fsdp, 128 // tensor)
+    mu = jax.tree.leaves(state["opt_state"])[1]  # Adam moments are placed like their parameters
+    assert len(mu.sharding.device_set) == 8
+
+
+def test_packed_loss_equals_unpacked_examples():
+    model = M.create(M.preset("tiny"))
+    graphdef, params = nnx.split(model)
+    params = nnx.to_pure_dict(params)
+    row = packed_row(seed=0, split="train", index=0, seq_len=48, vocab_size=256)
+    assert row["decoder_segment_ids"].max() >= 2
+    packed = {k: jnp.asarray(v[None]) for k, v in row.items()}
+    packed_loss = train.weighted_cross_entropy(train._forward(graphdef, params, packed), packed)
+    separate = 0.0
+    for seg in range(1, int(row["decoder_segment_ids"].max()) + 1):
+        keep = row["decoder_segment_ids"] == seg
+        example = {k: jnp.asarray(v[keep][None]) for k, v in row.items()}
+        example["decoder_segment_ids"] = jnp.ones_like(example["decoder_segment_ids"])
+        separate += train.weighted_cross_entropy(train._forward(graphdef, params, example), example)
+    np.testing.assert_allclose(packed_loss, separate, rtol=1e-5)
+
+
+def test_grad_accumulation_equals_one_big_batch():
+    model = M.create(M.preset("tiny"))
+    graphdef, params = nnx.split(model)
+    params = nnx.to_pure_dict(params)
+    stream = train.make_stream(tiny_config(), "train")
+    batch = {k: jnp.asarray(v) for k, v in next(stream).items()}
+    loss, grads = train.loss_and_grads(params, batch, graphdef, accum_steps=1)
+    for k in (2, 4, 8):
+        acc_loss, acc_grads = jax.jit(train.loss_and_grads, static_argnums=(2, 3))(params, batch, graphdef, k)
+        np.testing.assert_allclose(acc_loss, loss, rtol=1e-5)
+        # Relative to each tensor's scale: near-zero entries only differ by float32 summation order.
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max()),
+                     acc_grads, grads)
+    # ... and the trainer's step uses it: same losses over steps with and without accumulation.
+    big_losses, _ = run_steps(tiny_config(**{"mesh.data": 1}), jax.devices()[:1], 3)
+    acc_losses, _ = run_steps(tiny_config(**{"mesh.data": 1, "train.grad_accum_steps": 4}), jax.devices()[:1], 3)
+    np.testing.assert_allclose(acc_losses, big_losses, rtol=1e-5)
+
+
+def test_bad_config_values_are_named():
+    with pytest.raises(ValueError, match="grad_accum_steps"):
+        train.setup(tiny_config(**{"train.grad_accum_steps": 3}))
+    with pytest.raises(ValueError, match="optimizer.schedule"):
+        train.setup(tiny_config(**{"optimizer.schedule": "cosnie"}))
+    with pytest.raises(ValueError, match="mesh"):
+        train.setup(tiny_config(**{"mesh.data": 3}))
+
+
+def test_nan_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = tiny_config(**{"train.steps": 30, "optimizer.lr": 1e12, "optimizer.clip_norm": 0.0,
+                            "train.log_every_steps": 1, "checkpoint.every_steps": 1})
+    with pytest.raises(FloatingPointError, match=r"at step (\d+)") as err:
+        train.train(config, tmp_path)
+    bad_step = int(err.value.args[0].split("at step ")[1].split(";")[0])
+    latest = Checkpointer(tmp_path, 1, 3).latest_step()
+    assert latest == bad_step - 1
+    s = train.setup(config)
+    with s.activate():
+        state, _ = Checkpointer(tmp_path, 1, 3).restore(latest, s.abstract_state)
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state["params"]))
+
+
+def test_half_written_checkpoint_is_never_the_latest(tmp_path):
+    train.train(tiny_config(**{"train.steps": 2, "checkpoint.every_steps": 1}), tmp_path)
+    (tmp_path / "checkpoints" / "7.orbax-checkpoint-tmp-1234").mkdir()
+    assert Checkpointer(tmp_path, 1, 3).latest_step() == 2
+
+
+# ---------------------------------------------------------------------------------------------- subprocess runs
+
+
+def _train_cmd(workdir, *overrides):
+    return [sys.executable, "-m", "pivot_jax.train", "--config", str(REPO / "configs" / "tiny.py"),
+            "--workdir", str(workdir), *overrides]
+
+
+def _env():
+    return {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+
+
+RESUME_FLAGS = ("--config.train.steps=24", "--config.train.log_every_steps=1", "--config.checkpoint.every_steps=4",
+                "--config.eval.every_steps=0", "--config.train.seq_len=32")
+
+
+def _last_losses(workdir):
+    losses = {}
+    for line in (workdir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        losses[record["step"]] = record["loss"]
+    return [losses[k] for k in sorted(losses)]
+
+
+def _final_params(workdir, step):
+    config = tiny_config(**{"train.seq_len": 32})
+    s = train.setup(config, jax.devices()[:2])
+    with s.activate():
+        state, data = Checkpointer(workdir, 4, 3).restore(step, s.abstract_state)
+    return state, data
+
+
+@pytest.mark.slow
+def test_sigkill_then_restart_is_bit_identical(tmp_path):
+    straight = tmp_path / "straight"
+    subprocess.run(_train_cmd(straight, *RESUME_FLAGS), check=True, env=_env(), capture_output=True)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(killed, *RESUME_FLAGS), env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (killed / "checkpoints" / "8").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    steps_before = Checkpointer(killed, 4, 3).latest_step()
+    assert steps_before is not None and steps_before < 24, "the run must die before its end"
+    subprocess.run(_train_cmd(killed, *RESUME_FLAGS), check=True, env=_env(), capture_output=True)
+
+    assert _last_losses(killed) == _last_losses(straight)
+    a, data_a = _final_params(straight, 24)
+    b, data_b = _final_params(killed, 24)
+    assert data_a == data_b == {"batch_index": 24}
+    jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_stops(tmp_path):
+    proc = subprocess.Popen(_train_cmd(tmp_path, "--config.train.steps=100000", "--config.train.log_every_steps=1",
+                                       "--config.checkpoint.every_steps=0"),
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while not (tmp_path / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert "SIGTERM received" in out
+    saved = Checkpointer(tmp_path, 0, 3).latest_step()
+    assert saved is not None and 0 < saved < 100000
+
+
+def test_unknown_override_or_wrong_type_stops_before_running(tmp_path):
+    for flag, message in (("--config.train.stepz=3", "stepz"), ("--config.train.steps=many", "many")):
+        result = subprocess.run(_train_cmd(tmp_path / "w", flag), env=_env(), capture_output=True, text=True)
+        assert result.returncode != 0
+        assert message in result.stderr
+        assert not (tmp_path / "w").exists()
+
+
+def test_progress_line_metrics_and_tensorboard(tmp_path):
+    result = subprocess.run(_train_cmd(tmp_path, "--config.train.steps=6", "--config.train.log_every_steps=3",
+                                       "--config.eval.every_steps=6"),
+                            env=_env(), capture_output=True, text=True, check=True)
+    line = next(l for l in result.stderr.splitlines() if "step 6/6" in l)
+    for part in ("loss", "eval", "lr", "tok/s", "TFLOP/s/device", "MFU n/a (cpu)", "ETA"):
+        assert part in line, line
+    records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [3, 6]
+    assert {"step", "loss", "lr", "tokens_per_sec", "tflops_per_device"} <= set(records[0])
+    assert "eval_loss" in records[1]
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert json.loads((tmp_path / "config.json").read_text())["train"]["steps"] == 6
