@@ -27,7 +27,6 @@ def base_config() -> ConfigDict:
 
     c.train = ConfigDict()
     c.train.steps = 100
-    c.train.epochs = 0.0  # > 0: derive `steps` from the training-set size (overrides `steps`)
     c.train.global_batch_size = 8
     c.train.seq_len = 128
     c.train.grad_accum_steps = 1
@@ -60,6 +59,5 @@ def base_config() -> ConfigDict:
 
     c.data = ConfigDict()
     c.data.source = "synthetic"  # the synthetic copy/reverse task needs no files (tests, smoke runs)
-    c.data.num_examples = 2048  # synthetic: size of the training set
     c.data.vocab_size = 256  # synthetic: token ids are drawn below this
     return c

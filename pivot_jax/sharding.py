@@ -49,8 +49,7 @@ def constrain(x: jax.Array, axes: LogicalAxes) -> jax.Array:
     mesh = jax.sharding.get_abstract_mesh()
     if not rules or mesh.empty:
         return x
-    spec = PartitionSpec(*linen.logical_to_mesh_axes(axes, rules))
-    return jax.lax.with_sharding_constraint(x, _fit(spec, x.shape, mesh))
+    return jax.lax.with_sharding_constraint(x, _fit(logical_spec(axes, rules), x.shape, mesh))
 
 
 def axis_rules(rules: AxisRules = DEFAULT_RULES):
@@ -96,15 +95,21 @@ def _fit(spec: PartitionSpec, shape: tuple[int, ...], mesh: jax.sharding.Mesh | 
     return PartitionSpec(*fitted)
 
 
+def logical_spec(axes: LogicalAxes, rules: AxisRules) -> PartitionSpec:
+    """Mesh axes for logical axis names; a name with no rule is replicated."""
+    return PartitionSpec(*linen.logical_to_mesh_axes(axes, tuple(rules)))
+
+
 def param_shardings(abstract_model: nnx.Module, mesh: jax.sharding.Mesh, rules: AxisRules = DEFAULT_RULES
                     ) -> dict[str, Any]:
     """NamedShardings for the model's parameters (a pure dict shaped like `nnx.to_pure_dict(params)`)."""
     state = nnx.state(abstract_model, nnx.Param)
-    with axis_rules(rules):
-        specs = nnx.to_pure_dict(nnx.get_partition_spec(state))
-    shapes = nnx.to_pure_dict(state)
-    return jax.tree.map(lambda spec, leaf: NamedSharding(mesh, _fit(spec, leaf.shape, mesh)), specs, shapes,
-                        is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+    def shard(var: nnx.Variable) -> NamedSharding:
+        spec = logical_spec(var.get_metadata()["out_sharding"], rules)
+        return NamedSharding(mesh, _fit(spec, var.shape, mesh))
+
+    return nnx.to_pure_dict(jax.tree.map(shard, state, is_leaf=lambda x: isinstance(x, nnx.Variable)))
 
 
 def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:

@@ -183,8 +183,8 @@ def validate(config: ConfigDict) -> None:
     if t.grad_accum_steps < 1 or t.global_batch_size % t.grad_accum_steps:
         raise ValueError(f"train.global_batch_size ({t.global_batch_size}) must be a multiple of "
                          f"train.grad_accum_steps ({t.grad_accum_steps})")
-    if t.steps < 1 and t.epochs <= 0:
-        raise ValueError("train.steps must be >= 1 (or set train.epochs)")
+    if t.steps < 1:
+        raise ValueError(f"train.steps must be >= 1, got {t.steps}")
     if config.optimizer.schedule not in optimizer_lib.SCHEDULES:
         raise ValueError(f"optimizer.schedule must be one of {optimizer_lib.SCHEDULES}, "
                          f"got {config.optimizer.schedule!r}")
@@ -413,6 +413,8 @@ def train(config: ConfigDict, workdir: str | Path) -> dict[str, float]:
 
 def initialize_distributed(coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:
     """Multi-host setup: explicit coordinator flags, or JAX's auto-detection (TPU VM pods, SLURM)."""
+    # Cross-process collectives for CPU runs (multi-process tests); accelerators ignore this setting.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if coordinator:
         jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
                                    process_id=process_id)

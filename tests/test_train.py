@@ -209,6 +209,34 @@ def test_sigterm_saves_and_stops(tmp_path):
     assert saved is not None and 0 < saved < 100000
 
 
+def _free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(tmp_path):
+    flags = ("--config.train.steps=4", "--config.train.log_every_steps=1", "--config.mesh.data=2",
+             "--config.mesh.fsdp=4", "--config.train.seq_len=32", "--config.eval.every_steps=0")
+    one = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    subprocess.run(_train_cmd(tmp_path / "one", *flags), check=True, env=one, capture_output=True)
+
+    port = _free_port()
+    half = {**one, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    procs = [subprocess.Popen(_train_cmd(tmp_path / "two", *flags, f"--coordinator_address=127.0.0.1:{port}",
+                                         "--num_processes=2", f"--process_id={i}"),
+                              env=half, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(2)]
+    for proc in procs:
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out
+    np.testing.assert_allclose(_last_losses(tmp_path / "two"), _last_losses(tmp_path / "one"), rtol=1e-5)
+    assert Checkpointer(tmp_path / "two", 0, 3).latest_step() == 4
+
+
 def test_unknown_override_or_wrong_type_stops_before_running(tmp_path):
     for flag, message in (("--config.train.stepz=3", "stepz"), ("--config.train.steps=many", "many")):
         result = subprocess.run(_train_cmd(tmp_path / "w", flag), env=_env(), capture_output=True, text=True)
