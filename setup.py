@@ -32,6 +32,7 @@ setup(
         "clu>=0.0.12",
         "tensorboard>=2.21,<2.22",
         "absl-py>=2",
+        "babel>=2.14",
     ],
     extras_require={
         # Parity tests build reference models with PyTorch (CPU) + transformers; no weights are downloaded.

@@ -1,0 +1,331 @@
+"""Readers that turn local data files into plain records (dicts and tuples) for `formats`.
+
+Every problem with a file's content raises `DataError`, whose message names the file, the 1-based line (or,
+inside one JSON document, the JSON path) and the field. Text is read as UTF-8 (a leading BOM is ignored) and split
+on "\\n" only, so a stray carriage return inside a sentence cannot shift a parallel file by one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pivot_jax.data.formats import FLORES_CODES
+
+PathLike = str | os.PathLike[str]
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+class DataError(ValueError):
+    """A data file whose content does not have the expected layout."""
+
+
+def _read_text(path: PathLike) -> str:
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            return f.read()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e})") from None
+
+
+def _lines(path: PathLike) -> list[str]:
+    text = _read_text(path)
+    lines = text.split("\n")
+    if lines[-1] == "":  # the final newline ends the last line; it does not start a new one
+        lines.pop()
+    return lines
+
+
+def _load_json(path: PathLike) -> Any:
+    text = _read_text(path)
+    if not text.strip():
+        raise DataError(f"{path}: file is empty")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: line {e.lineno}: invalid JSON ({e.msg}, column {e.colno})") from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Instruction records (JSON list or JSON lines)
+
+def _line_of(text: str, pos: int) -> int:
+    return text.count("\n", 0, pos) + 1
+
+
+def _json_list_items(text: str, path: PathLike) -> Iterator[tuple[str, Any]]:
+    """(location, value) of each element of a top-level JSON list, decoded one element at a time for line numbers."""
+    decoder = json.JSONDecoder()
+    pos = _WHITESPACE.match(text, text.index("[") + 1).end()
+    line, counted, number = 1, 0, 0
+    while pos < len(text) and text[pos] != "]":
+        line, counted = line + text.count("\n", counted, pos), pos
+        try:
+            value, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: line {e.lineno}: invalid JSON ({e.msg}, column {e.colno})") from None
+        number += 1
+        yield f"{path}: line {line} (record {number})", value
+        pos = _WHITESPACE.match(text, pos).end()
+        if text.startswith(",", pos):
+            pos = _WHITESPACE.match(text, pos + 1).end()
+            if text.startswith("]", pos):
+                raise DataError(f"{path}: line {_line_of(text, pos)}: invalid JSON (trailing comma after record "
+                                f"{number})")
+        elif pos < len(text) and text[pos] != "]":
+            raise DataError(f"{path}: line {_line_of(text, pos)}: invalid JSON (expected ',' or ']' after record "
+                            f"{number})")
+    if pos >= len(text) or text[pos + 1:].strip():
+        raise DataError(f"{path}: line {_line_of(text, pos)}: invalid JSON (the list is not closed by a final ']')")
+
+
+def _json_lines_items(text: str, path: PathLike) -> Iterator[tuple[str, Any]]:
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: line {number}: invalid JSON ({e.msg}, column {e.colno}); expected one JSON "
+                            f"object per line or a JSON list") from None
+        yield f"{path}: line {number}", value
+
+
+def _canonical(record: Any, fields: Mapping[str, str] | None, required: Sequence[str], where: str) -> dict[str, Any]:
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    fields = fields or {}
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        name = fields.get(key, key)
+        if name in out:
+            raise DataError(f"{where}: two fields would both be read as {name!r}")
+        out[name] = value
+    for name in required:
+        if out.get(name) is None:
+            source = next((key for key, canonical in fields.items() if canonical == name), name)
+            read_as = f" (read as {name!r})" if source != name else ""
+            raise DataError(f"{where}: missing required field {source!r}{read_as}")
+    return out
+
+
+def _located_records(path: PathLike, fields: Mapping[str, str] | None,
+                     required: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+    text = _read_text(path)
+    stripped = text.lstrip()
+    if not stripped:
+        raise DataError(f"{path}: file is empty")
+    items = _json_list_items(text, path) if stripped.startswith("[") else _json_lines_items(text, path)
+    records = [(where, _canonical(value, fields, required, where)) for where, value in items]
+    if not records:
+        raise DataError(f"{path}: no records")
+    return records
+
+
+def read_records(path: PathLike, fields: Mapping[str, str] | None = None,
+                 required: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Records of a JSON-list or JSON-lines file (told apart by the first non-blank character, `[` for a list).
+
+    `fields` renames source fields to canonical names (e.g. `{"response": "output"}`; others keep their names);
+    `required` lists canonical names that must be present and non-null in every record.
+    """
+    return [record for _, record in _located_records(path, fields, required)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Parallel text: (line_index, source, target), line_index 0-based over every line, empty pairs skipped
+
+def _require_pairs(pairs: list[tuple[int, str, str]], *paths: PathLike) -> list[tuple[int, str, str]]:
+    if not pairs:
+        raise DataError(f"{' and '.join(map(str, paths))}: no non-empty sentence pairs")
+    return pairs
+
+
+def read_parallel(source_path: PathLike, target_path: PathLike) -> list[tuple[int, str, str]]:
+    """Pairs of two line-aligned files, stripped; `line_index` also counts the skipped empty pairs.
+
+    x-LLaMA rotates its translation templates by this index, so skipping must not renumber the pairs.
+    """
+    sources, targets = _lines(source_path), _lines(target_path)
+    if len(sources) != len(targets):
+        raise DataError(f"misaligned parallel files: {source_path} has {len(sources)} lines but {target_path} has "
+                        f"{len(targets)}")
+    pairs = [(index, source.strip(), target.strip()) for index, (source, target) in enumerate(zip(sources, targets))
+             if source.strip() and target.strip()]
+    return _require_pairs(pairs, source_path, target_path)
+
+
+def read_parallel_tsv(path: PathLike, source_column: int = 0, target_column: int = 1) -> list[tuple[int, str, str]]:
+    """Pairs from two tab-separated columns (0-based) of one file; blank lines and empty cells are skipped."""
+    needed = max(source_column, target_column) + 1
+    pairs = []
+    for index, line in enumerate(_lines(path)):
+        if not line.strip():
+            continue
+        cells = line.split("\t")
+        if len(cells) < needed:
+            raise DataError(f"{path}: line {index + 1}: {len(cells)} tab-separated columns, column "
+                            f"{needed - 1} (0-based) is missing")
+        source, target = cells[source_column].strip(), cells[target_column].strip()
+        if source and target:
+            pairs.append((index, source, target))
+    return _require_pairs(pairs, path)
+
+
+def read_parallel_jsonl(path: PathLike, source_field: str, target_field: str) -> list[tuple[int, str, str]]:
+    """Pairs from two string fields of a JSON-lines file; blank lines and empty strings are skipped."""
+    pairs = []
+    for index, line in enumerate(_lines(path)):
+        if not line.strip():
+            continue
+        where = f"{path}: line {index + 1}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}: invalid JSON ({e.msg}, column {e.colno})") from None
+        record = _canonical(record, None, (source_field, target_field), where)
+        for field in (source_field, target_field):
+            if not isinstance(record[field], str):
+                raise DataError(f"{where}: field {field!r} should be a string, got {type(record[field]).__name__}")
+        source, target = record[source_field].strip(), record[target_field].strip()
+        if source and target:
+            pairs.append((index, source, target))
+    return _require_pairs(pairs, path)
+
+
+def flores_path(directory: PathLike, code: str, split: str = "devtest") -> Path:
+    """The FLORES-200 file `{flores_code}.{split}` of a language given by ISO (`es`) or FLORES (`spa_Latn`) code."""
+    path = Path(directory) / f"{FLORES_CODES.get(code, code)}.{split}"
+    if not path.is_file():
+        available = sorted(p.name for p in Path(directory).glob(f"*.{split}"))
+        raise FileNotFoundError(f"no FLORES file for {code!r}: {path} does not exist (found: {available})")
+    return path
+
+
+def tatoeba_paths(directory: PathLike, source_lang: str, target_lang: str) -> tuple[Path, Path]:
+    """(source file, target file) of a Tatoeba pair stored as `tatoeba.{a}-{b}.{a}` / `.{b}`, in either order."""
+    directory = Path(directory)
+    for pair in (f"{source_lang}-{target_lang}", f"{target_lang}-{source_lang}"):
+        source, target = directory / f"tatoeba.{pair}.{source_lang}", directory / f"tatoeba.{pair}.{target_lang}"
+        if source.is_file() and target.is_file():
+            return source, target
+    raise FileNotFoundError(f"no Tatoeba files for {source_lang}-{target_lang} in {directory} (expected "
+                            f"tatoeba.{source_lang}-{target_lang}.{{{source_lang},{target_lang}}} or the reverse pair)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Evaluation sets
+
+def _get(obj: Any, key: str, kind: type, where: str) -> Any:
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    if key not in obj:
+        raise DataError(f"{where}: missing field {key!r}")
+    if not isinstance(obj[key], kind):
+        raise DataError(f"{where}: field {key!r} should be a {kind.__name__}, got {type(obj[key]).__name__}")
+    return obj[key]
+
+
+def read_squad(path: PathLike) -> list[dict[str, Any]]:
+    """SQuAD-v1.1-layout QA (SQuAD, XQuAD, MLQA): one `{id, context, question, answers: [text, ...]}` per question.
+
+    Errors name the position as a JSON path (e.g. `data[3].paragraphs[0].qas[2]`).
+    """
+    document = _load_json(path)
+    examples = []
+    for a, article in enumerate(_get(document, "data", list, f"{path}")):
+        for p, paragraph in enumerate(_get(article, "paragraphs", list, f"{path}: data[{a}]")):
+            where = f"{path}: data[{a}].paragraphs[{p}]"
+            context = _get(paragraph, "context", str, where)
+            for q, qa in enumerate(_get(paragraph, "qas", list, where)):
+                qa_where = f"{where}.qas[{q}]"
+                answers = [_get(answer, "text", str, f"{qa_where}.answers[{n}]")
+                           for n, answer in enumerate(_get(qa, "answers", list, qa_where))]
+                examples.append({"id": _get(qa, "id", str, qa_where), "context": context,
+                                 "question": _get(qa, "question", str, qa_where), "answers": answers})
+    if not examples:
+        raise DataError(f"{path}: no questions")
+    return examples
+
+
+def read_alpaca_eval(path: PathLike) -> list[dict[str, Any]]:
+    """AlpacaEval / X-AlpacaEval records (`id`, `dataset`, `instruction`, any other fields kept).
+
+    The English AlpacaEval file has no `id`; its records get their 1-based position, which is how X-AlpacaEval
+    numbers the same instructions. A file where only some records have an `id` is an error.
+    """
+    located = _located_records(path, None, ("instruction",))
+    with_id = [where for where, record in located if "id" in record]
+    if not with_id:
+        return [{"id": number, **record} for number, (_, record) in enumerate(located, 1)]
+    if len(with_id) != len(located):
+        where = next(where for where, record in located if "id" not in record)
+        raise DataError(f"{where}: missing field 'id' (other records of the file have one)")
+    seen: dict[Any, str] = {}
+    for where, record in located:
+        if record["id"] in seen:
+            raise DataError(f"{where}: duplicate id {record['id']!r} (first at {seen[record['id']]})")
+        seen[record["id"]] = where
+    return [record for _, record in located]
+
+
+def read_mgsm(path: PathLike) -> list[dict[str, str]]:
+    """MGSM TSV without header: `{question, answer}` per row (the answer is the numeric string as written)."""
+    rows = []
+    for number, line in enumerate(_lines(path), 1):
+        if not line.strip():
+            continue
+        cells = line.split("\t")
+        if len(cells) != 2:
+            raise DataError(f"{path}: line {number}: expected 2 tab-separated columns (question, answer), "
+                            f"got {len(cells)}")
+        question, answer = (cell.strip() for cell in cells)
+        for field, value in (("question", question), ("answer", answer)):
+            if not value:
+                raise DataError(f"{path}: line {number}: empty field {field!r}")
+        rows.append({"question": question, "answer": answer})
+    if not rows:
+        raise DataError(f"{path}: file is empty")
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Joining a pivot-language file with its translation (PLUG)
+
+@dataclasses.dataclass(frozen=True)
+class JoinResult:
+    """Records joined by id, in pivot order, and the ids found on one side only (translation drops some)."""
+
+    pairs: list[tuple[dict[str, Any], dict[str, Any]]]
+    pivot_only: list[str]
+    target_only: list[str]
+
+
+def _by_id(records: Sequence[Mapping[str, Any]], id_field: str, side: str) -> dict[str, Mapping[str, Any]]:
+    index: dict[str, Mapping[str, Any]] = {}
+    for number, record in enumerate(records, 1):
+        if record.get(id_field) is None:
+            raise DataError(f"{side} record {number}: missing field {id_field!r}")
+        key = str(record[id_field])
+        if key in index:
+            raise DataError(f"{side} record {number}: duplicate {id_field} {key!r}")
+        index[key] = record
+    return index
+
+
+def join_by_id(pivot_records: Sequence[Mapping[str, Any]], target_records: Sequence[Mapping[str, Any]],
+               id_field: str = "id") -> JoinResult:
+    """Pair each pivot record with the target record of the same id (ids compared as strings).
+
+    Ids present on one side only are returned, not raised: translation pipelines drop the records they fail on,
+    so the caller decides how many losses are acceptable. A missing or duplicate id is a `DataError`.
+    """
+    pivots, targets = _by_id(pivot_records, id_field, "pivot"), _by_id(target_records, id_field, "target")
+    pairs = [(dict(pivot), dict(targets[key])) for key, pivot in pivots.items() if key in targets]
+    return JoinResult(pairs, [key for key in pivots if key not in targets],
+                      [key for key in targets if key not in pivots])
