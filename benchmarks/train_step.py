@@ -44,7 +44,7 @@ def main() -> None:
     config.train.steps = args.steps + 1
     config.data.vocab_size = 49152
     s = train.setup(config)
-    stream = train.make_stream(config, "train")
+    stream = train.make_stream(s, "train")
     batches = [next(stream) for _ in range(args.steps + 1)]
     tokens = args.batch * args.seq_len
     flops = throughput.training_flops_per_token(s.model_cfg, args.seq_len) * tokens

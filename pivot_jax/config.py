@@ -24,6 +24,7 @@ def base_config() -> ConfigDict:
     c.model.remat_policy = "none"
     c.model.scan_layers = True
     c.model.max_seq_len = 0  # 0 = the preset's / checkpoint's
+    c.model.vocab_size = 0  # random init only: 0 = the preset's (raise it to fit a real tokenizer)
 
     c.train = ConfigDict()
     c.train.steps = 100
@@ -58,6 +59,22 @@ def base_config() -> ConfigDict:
     c.eval.steps = 4  # batches per held-out evaluation
 
     c.data = ConfigDict()
-    c.data.source = "synthetic"  # the synthetic copy/reverse task needs no files (tests, smoke runs)
+    c.data.source = "synthetic"  # "synthetic" (reverse task, no files) or "seqio" (the methods below)
     c.data.vocab_size = 256  # synthetic: token ids are drawn below this
+    # seqio: which method's mixture, for which languages, from which files (see pivot_jax/data/mixtures.py).
+    c.data.method = "coit"  # coit | muit | plug | plug_monolingual | xinstruct
+    c.data.langs = "es"  # target language(s), comma-separated
+    c.data.pivot = "en"
+    c.data.alpaca_pivot = ""  # pivot-language Alpaca (JSON list or JSONL)
+    c.data.alpaca_target = ""  # Alpaca in the target language; "{lang}" is replaced by each code
+    c.data.alpaca_fields = ""  # field renames "canonical:source,..." (e.g. "output:response")
+    c.data.parallel_source = ""  # pivot side of line-aligned pairs ("{lang}" replaced); empty = built-in CLDR
+    c.data.parallel_target = ""  # target side
+    c.data.translation_amount = ""  # pairs per language: "" all, "1000", or "es:1000,zh:500"
+    c.data.translation_directions = "pivot-to-target"  # or "both"
+    c.data.xinstruct_file = ""  # X-Instruction records (English instruction, response in X); "{lang}" replaced
+    c.data.validation_fraction = 0.02  # held out from the training files for the held-out loss
+    c.data.mixing = "examples"  # rates by example count, or weights "translation:2,alpaca:1"
+    c.data.overflow = "drop"  # examples longer than train.seq_len: "drop" or "truncate"
+    c.data.tokenizer = ""  # hf:DIR | gguf:FILE | orbax:DIR; empty = model.init_from
     return c

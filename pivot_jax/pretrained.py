@@ -120,6 +120,18 @@ def load_pretrained(spec: str, dtype: str | None = None, param_dtype: str | None
     return Pretrained(cfg, params, tokenizer, source=spec)
 
 
+def load_tokenizer(spec: str) -> Tokenizer:
+    """The tokenizer stored with `hf:DIR`, `gguf:FILE` or `orbax:DIR` weights."""
+    scheme, path = parse_spec(spec)
+    if scheme == "gguf":
+        return Tokenizer.from_gguf(path)
+    if scheme == "orbax":
+        from pivot_jax.convert import model_dir
+
+        path = path / model_dir.TOKENIZER_DIR
+    return Tokenizer.from_dir(path)
+
+
 def optional_tokenizer(directory: Path) -> Tokenizer | None:
     try:
         return Tokenizer.from_dir(directory)

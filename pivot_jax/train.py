@@ -50,7 +50,11 @@ def model_config(config: ConfigDict) -> model_lib.LlamaConfig:
     if m.max_seq_len:
         options["max_seq_len"] = m.max_seq_len
     if not m.init_from:
+        if m.vocab_size:
+            options["vocab_size"] = m.vocab_size
         return model_lib.preset(m.preset, **options)
+    if m.vocab_size:
+        raise ValueError("model.vocab_size applies to random initialisation only; the checkpoint fixes it")
     return _pretrained_config(m.init_from).replace(**options)
 
 
@@ -171,6 +175,8 @@ class Setup:
     init_fn: Callable[[], dict[str, Any]]
     abstract_state: dict[str, Any]
     rules: list[tuple]
+    data_name: str = ""  # the registered seqio mixture (data.source="seqio")
+    bos_id: int = 0
 
     def activate(self):
         """Mesh + logical rules: every call of the jitted functions (tracing included) runs inside this."""
@@ -190,8 +196,8 @@ def validate(config: ConfigDict) -> None:
                          f"got {config.optimizer.schedule!r}")
     if not 0 <= config.optimizer.warmup_ratio < 1:
         raise ValueError(f"optimizer.warmup_ratio must be in [0, 1), got {config.optimizer.warmup_ratio}")
-    if config.data.source != "synthetic":
-        raise ValueError(f"data.source {config.data.source!r} is not known; available: 'synthetic'")
+    if config.data.source not in ("synthetic", "seqio"):
+        raise ValueError(f"data.source must be 'synthetic' or 'seqio', got {config.data.source!r}")
 
 
 def setup(config: ConfigDict, devices: list[jax.Device] | None = None) -> Setup:
@@ -207,6 +213,7 @@ def setup(config: ConfigDict, devices: list[jax.Device] | None = None) -> Setup:
         raise ValueError(f"train.global_batch_size {config.train.global_batch_size} must be a multiple of "
                          f"mesh data x fsdp x grad_accum_steps = {rows_per_shard}")
 
+    data_name, bos_id = _register_data(config, model_cfg)
     abstract_model = nnx.eval_shape(lambda: model_lib.create(model_cfg))
     graphdef = nnx.graphdef(abstract_model)
     param_shardings = sharding.param_shardings(abstract_model, mesh, rules)
@@ -244,10 +251,38 @@ def setup(config: ConfigDict, devices: list[jax.Device] | None = None) -> Setup:
     eval_fn = jax.jit(functools.partial(eval_step, graphdef=graphdef),
                       in_shardings=(param_shardings, batch_shardings), out_shardings=replicated)
     return Setup(config, model_cfg, mesh, graphdef, state_shardings, batch_sharding, step_fn, eval_fn, init_fn,
-                 abstract_state, rules)
+                 abstract_state, rules, data_name, bos_id)
 
 
-def make_stream(config: ConfigDict, split: str) -> BatchStream:
+def _register_data(config: ConfigDict, model_cfg: model_lib.LlamaConfig) -> tuple[str, int]:
+    """Register the seqio mixture of `config.data` with the model's tokenizer: (name, first input token)."""
+    if config.data.source != "seqio":
+        return "", 0
+    from pivot_jax.data import mixtures
+    from pivot_jax.pretrained import load_tokenizer
+    from pivot_jax.tokenizer import seqio_vocabulary
+
+    spec = config.data.tokenizer or config.model.init_from
+    if not spec:
+        raise ValueError("data.source='seqio' needs a tokenizer: set data.tokenizer (or model.init_from)")
+    tokenizer = load_tokenizer(spec)
+    if tokenizer.vocab_size > model_cfg.vocab_size:
+        raise ValueError(f"the tokenizer of {spec} has {tokenizer.vocab_size} ids but the model only "
+                         f"{model_cfg.vocab_size} (set model.vocab_size)")
+    name = mixtures.build(config.data, seqio_vocabulary(tokenizer), config.train.seq_len)
+    # seqio shifts each packed segment right by one token: the model's BOS where it uses one, else EOS.
+    start = tokenizer.bos_id if tokenizer.add_bos_token and tokenizer.bos_id is not None else tokenizer.eos_id
+    return name, int(start)
+
+
+def make_stream(s: Setup, split: str) -> BatchStream:
+    config = s.config
+    if config.data.source == "seqio":
+        from pivot_jax.data.tasks import SeqioStream
+
+        return SeqioStream(s.data_name, split, config.train.seq_len, config.train.global_batch_size,
+                           config.seed, s.bos_id, jax.process_index(), jax.process_count(),
+                           shuffle=split == "train")
     return SyntheticStream(config.seed, split, config.train.global_batch_size, config.train.seq_len,
                            config.data.vocab_size, jax.process_index(), jax.process_count())
 
@@ -313,7 +348,7 @@ def _fmt_eta(seconds: float) -> str:
 
 
 def run_eval(s: Setup, params: dict[str, Any]) -> float:
-    stream = make_stream(s.config, "validation")
+    stream = make_stream(s, "validation")
     total, weight = 0.0, 0.0
     for _ in range(s.config.eval.steps):
         loss_sum, w = s.eval_fn(params, global_batch(next(stream), s.batch_sharding))
@@ -330,7 +365,7 @@ def train(config: ConfigDict, workdir: str | Path) -> dict[str, float]:
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
     checkpointer = Checkpointer(workdir, config.checkpoint.every_steps, config.checkpoint.keep,
                                 config.checkpoint.async_save)
-    stream = make_stream(config, "train")
+    stream = make_stream(s, "train")
     start_step = checkpointer.latest_step()
     with s.activate():
         if start_step is None:

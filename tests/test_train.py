@@ -16,7 +16,7 @@ from pivot_jax import model as M
 from pivot_jax import train
 from pivot_jax.checkpoint import Checkpointer
 from pivot_jax.config import base_config
-from pivot_jax.data.synthetic import packed_row
+from pivot_jax.data.synthetic import SyntheticStream, packed_row
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,7 +42,7 @@ def tiny_config(**overrides):
 def run_steps(config, devices, steps):
     """Losses of `steps` train steps and the final state, on a mesh over `devices`."""
     s = train.setup(config, devices)
-    stream = train.make_stream(config, "train")
+    stream = train.make_stream(s, "train")
     losses = []
     with s.activate():
         state = s.init_fn()
@@ -92,7 +92,7 @@ def test_grad_accumulation_equals_one_big_batch():
     model = M.create(M.preset("tiny"))
     graphdef, params = nnx.split(model)
     params = nnx.to_pure_dict(params)
-    stream = train.make_stream(tiny_config(), "train")
+    stream = SyntheticStream(0, "train", 8, 32, 256)
     batch = {k: jnp.asarray(v) for k, v in next(stream).items()}
     loss, grads = train.loss_and_grads(params, batch, graphdef, accum_steps=1)
     for k in (2, 4, 8):
@@ -258,3 +258,31 @@ def test_progress_line_metrics_and_tensorboard(tmp_path):
     assert "eval_loss" in records[1]
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert json.loads((tmp_path / "config.json").read_text())["train"]["steps"] == 6
+
+
+@pytest.mark.slow
+def test_trainer_consumes_seqio_mixture_and_resumes_it_exactly(tmp_path, smollm2_gguf):
+    import shutil
+
+    config = tiny_config(**{"data.source": "seqio", "data.method": "coit", "data.langs": "es",
+                            "data.tokenizer": f"gguf:{smollm2_gguf}", "model.vocab_size": 49152,
+                            "train.seq_len": 64, "train.steps": 6, "train.log_every_steps": 1,
+                            "checkpoint.every_steps": 3, "eval.every_steps": 3, "eval.steps": 2})
+    last = train.train(config, tmp_path / "a")
+    records = [json.loads(l) for l in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 7))
+    assert records[-1]["loss"] < records[0]["loss"] and np.isfinite(last["eval_loss"])
+
+    # A run that died after its step-3 checkpoint, restarted: the same data and the same numbers.
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "b" / "checkpoints" / "6")
+    (tmp_path / "b" / "metrics.jsonl").write_text("")
+    train.train(config, tmp_path / "b")
+    assert _last_losses(tmp_path / "b") == [r["loss"] for r in records[3:]]
+    s = train.setup(config)
+    with s.activate():
+        a, data_a = Checkpointer(tmp_path / "a", 3, 3).restore(6, s.abstract_state)
+        b, data_b = Checkpointer(tmp_path / "b", 3, 3).restore(6, s.abstract_state)
+    assert data_a == data_b == {"batch_index": 6}
+    jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a["params"],
+                 b["params"])

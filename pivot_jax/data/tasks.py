@@ -146,14 +146,17 @@ class SeqioStream:
         import seqio
 
         tf = _tf()
-        # The converter packs prompt + response into inputs + targets lengths; fit_length already bounds
-        # their sum by seq_len, so any split of seq_len between the two serves (nothing is trimmed here).
+        # The converter packs prompt + response into rows of inputs + targets lengths. The fit-length
+        # preprocessor already bounds each example's sum by seq_len, so any split of seq_len between the two
+        # serves and nothing is trimmed here; seqio's per-feature length check would wrongly reject a long
+        # prompt with a short response, hence apply_length_check=False.
         lengths = {"inputs": self.seq_len // 2, "targets": self.seq_len - self.seq_len // 2}
         ds = seqio.get_dataset(
             self.name, task_feature_lengths=lengths, dataset_split=self.split, shuffle=self.shuffle,
             num_epochs=None if self.repeat else 1, seed=self.seed, trim_output_features=False,
             shard_info=seqio.ShardInfo(index=self.shard[0], num_shards=self.shard[1]),
-            feature_converter=seqio.DecoderFeatureConverter(pack=True, bos_id=self.bos_id))
+            feature_converter=seqio.DecoderFeatureConverter(pack=True, bos_id=self.bos_id,
+                                                            apply_length_check=False))
         options = tf.data.Options()
         options.deterministic = True
         return ds.with_options(options).batch(self.local_rows, drop_remainder=True)

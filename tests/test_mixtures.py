@@ -1,0 +1,129 @@
+import json
+from pathlib import Path
+
+import pytest
+import seqio
+
+from pivot_jax.config import base_config
+from pivot_jax.data import formats, mixtures
+from pivot_jax.tokenizer import Tokenizer, seqio_vocabulary
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def vocab(smollm2_gguf):
+    return seqio_vocabulary(Tokenizer.from_gguf(smollm2_gguf))
+
+
+def data_config(**kw):
+    d = base_config().data
+    d.source = "seqio"
+    d.update(kw)
+    return d
+
+
+def _examples(task_name, split):
+    task = seqio.get_mixture_or_task(task_name)
+    ds = task.source.get_dataset(split=split, shuffle=False)
+    return [{k: v.decode() for k, v in ex.items()} for ex in ds.as_numpy_iterator()]
+
+
+def test_coit_from_cldr_rotates_templates_and_holds_out(vocab):
+    name = mixtures.build(data_config(method="coit", langs="es"), vocab, 128)
+    mixture = seqio.get_mixture_or_task(name)
+    (task,) = mixture.tasks
+    train, valid = _examples(task.name, "train"), _examples(task.name, "validation")
+    assert len(train) > 1000 and 40 < len(valid) < 150
+    assert {e["id"] for e in train}.isdisjoint({e["id"] for e in valid})
+    first_lines = {e["inputs"].split("### Instruction:\n")[1].split("\n")[0] for e in train}
+    assert len(first_lines) == 33  # all 33 templates appear in training
+    for e in valid:
+        assert "Translate the following sentences from English to Spanish." in e["inputs"]
+    germany = next(e for e in train if e["inputs"].endswith("### Input:\nGermany\n\n### Response:"))
+    assert germany["targets"] == "Alemania"
+
+
+def test_coit_from_files_mixes_alpaca_and_translation(vocab):
+    if not SHARED.exists():
+        pytest.skip(f"{SHARED} is absent")
+    d = data_config(method="coit", langs="zh", alpaca_pivot=str(SHARED / "alpaca_demo/alpaca_en_demo.json"),
+                    alpaca_target=str(SHARED / "alpaca_demo/alpaca_{lang}_demo.json"),
+                    parallel_source=str(SHARED / "tatoeba_parallel/tatoeba.en-{lang}.en"),
+                    parallel_target=str(SHARED / "tatoeba_parallel/tatoeba.en-{lang}.{lang}"))
+    mixture = seqio.get_mixture_or_task(mixtures.build(d, vocab, 256))
+    names = sorted(t.name for t in mixture.tasks)
+    assert names == ["pivot_coit_alpaca_en", "pivot_coit_alpaca_zh", "pivot_coit_translation_en_zh"]
+    counts = {t.name: t.num_input_examples("train") for t in mixture.tasks}
+    assert 950 < counts["pivot_coit_alpaca_en"] < 999 and counts["pivot_coit_translation_en_zh"] > 2000
+    rates = {t.name: mixture.get_rate(t) for t in mixture.tasks}
+    assert rates == pytest.approx(counts)  # by example count
+    zh = _examples("pivot_coit_translation_en_zh", "train")[0]
+    assert "Chinese" in zh["inputs"] and zh["inputs"].startswith(formats.ALPACA_PROMPT_INPUT.split("{")[0])
+
+
+def test_muit_amounts_are_nested_subsets(vocab):
+    small = mixtures.build(data_config(method="muit", langs="es,zh", translation_amount="es:100,zh:40"), vocab, 128)
+    es_small = {e["id"] for e in _examples("pivot_muit_translation_en_es", "train")}
+    assert len(es_small) == 100 and len(_examples("pivot_muit_translation_en_zh", "train")) == 40
+    mixtures.build(data_config(method="muit", langs="es,zh", translation_amount="300"), vocab, 128)
+    es_large = {e["id"] for e in _examples("pivot_muit_translation_en_es", "train")}
+    assert len(es_large) == 300 and es_small < es_large
+    assert small == "pivot_mix_muit_es_zh"
+
+
+def test_both_directions(vocab):
+    mixtures.build(data_config(method="coit", langs="it", translation_directions="both",
+                               translation_amount="20"), vocab, 128)
+    inputs = [e["inputs"] for e in _examples("pivot_coit_translation_en_it", "train")]
+    assert len(inputs) == 40
+    assert any("Italian" in i.split("### Input")[0] for i in inputs)
+    assert any(("English" in i.split("### Input")[0]) and ("Italian" not in i.split("### Input")[0])
+               for i in inputs)
+
+
+@pytest.fixture
+def plug_files(tmp_path):
+    en = [{"id": i, "instruction": f"Name a colour ({i}).", "input": "", "output": f"Blue {i}."} for i in range(30)]
+    es = [{"id": i, "instruction": f"Nombra un color ({i}).", "input": "", "output": f"Azul {i}."}
+          for i in range(30) if i != 7]
+    (tmp_path / "en.json").write_text(json.dumps(en))
+    (tmp_path / "es.jsonl").write_text("\n".join(json.dumps(r) for r in es))
+    return tmp_path
+
+
+def test_plug_and_monolingual_baseline(vocab, plug_files):
+    d = data_config(method="plug", langs="es", alpaca_pivot=str(plug_files / "en.json"),
+                    alpaca_target=str(plug_files / "{lang}.jsonl"), validation_fraction=0.0)
+    mixtures.build(d, vocab, 256)
+    ex = _examples("pivot_plug_es", "train")
+    assert len(ex) == 29  # id 7 has no translation
+    first = next(e for e in ex if e["id"] == "3")
+    assert first["inputs"] == ("<|system|>\nPlease interpret the instruction in English, and then respond both in "
+                               "English and in Spanish.\n<|user|>\nNombra un color (3).\n<|assistant|>\n")
+    assert first["targets"] == "English response: Blue 3.\nRespuesta en español: Azul 3."
+    d.method = "plug_monolingual"
+    mixtures.build(d, vocab, 256)
+    mono = next(e for e in _examples("pivot_plug_monolingual_es", "train") if e["id"] == "3")
+    assert mono["targets"] == "Azul 3."
+    assert "Please respond to the following user message in Spanish." in mono["inputs"]
+
+
+def test_xinstruct(vocab, tmp_path):
+    (tmp_path / "sw.jsonl").write_text(json.dumps({"instruction": "Describe the sea.", "output": "Bahari ni kubwa."}))
+    mixtures.build(data_config(method="xinstruct", langs="sw", xinstruct_file=str(tmp_path / "{lang}.jsonl"),
+                               validation_fraction=0.0), vocab, 256)
+    (ex,) = _examples("pivot_xinstruct_sw", "train")
+    assert "### Instruction:\nDescribe the sea. Answer in Swahili. \n\n### Response:" in ex["inputs"]
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(method="coit", langs="es,zh"), "muit"),
+    (dict(method="muit", langs="es", translation_amount="zh:5"), "zh"),
+    (dict(method="dpo"), "data.method"),
+    (dict(method="coit", langs="es", mixing="alpaca:1"), "no weight"),
+    (dict(method="plug", langs="es"), "alpaca_pivot"),
+])
+def test_bad_data_configs_are_named(vocab, kw, message):
+    with pytest.raises(ValueError, match=message):
+        mixtures.build(data_config(**kw), vocab, 128)
