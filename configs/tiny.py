@@ -6,7 +6,8 @@
 from pivot_jax.config import base_config
 
 
-def get_config():
+def get_config(arg=None):
+    del arg  # no arguments
     c = base_config()
     c.model.preset = "tiny"
     c.train.steps = 200

@@ -28,6 +28,7 @@ def base_config() -> ConfigDict:
 
     c.train = ConfigDict()
     c.train.steps = 100
+    c.train.epochs = 0.0  # > 0 (seqio data): steps = epochs over the training examples, packing measured
     c.train.global_batch_size = 8
     c.train.seq_len = 128
     c.train.grad_accum_steps = 1
@@ -77,4 +78,52 @@ def base_config() -> ConfigDict:
     c.data.mixing = "examples"  # rates by example count, or weights "translation:2,alpaca:1"
     c.data.overflow = "drop"  # examples longer than train.seq_len: "drop" or "truncate"
     c.data.tokenizer = ""  # hf:DIR | gguf:FILE | orbax:DIR; empty = model.init_from
+    return c
+
+
+def parse_arg(arg: str | None, **defaults: str) -> ConfigDict:
+    """big_vision-style config arguments: `configs/coit.py:lang=zh,model=llama2-7b` -> fields over defaults."""
+    values = ConfigDict(dict(defaults))
+    for part in (arg or "").split(","):
+        if not part.strip():
+            continue
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or key not in defaults:
+            raise ValueError(f"config argument {part!r}: expected KEY=VALUE with KEY in {sorted(defaults)}")
+        values[key] = value.strip()
+    return values
+
+
+# Training settings reported by the papers (see ../shared/specs/formats.md).
+PAPER_SETTINGS = {
+    # x-LLaMA (CoIT / MuIT), LLaMA-7B: 3 epochs, lr 2e-5, batch 128, cosine, warmup 0.03, wd 0, length 512.
+    "xllama": dict(epochs=3.0, global_batch_size=128, seq_len=512, lr=2e-5, schedule="cosine"),
+    # PLUG, LLaMA-2-13B: 4 epochs, lr 5e-6, batch 64, linear, warmup 0.03, wd 0, length 4096.
+    "plug": dict(epochs=4.0, global_batch_size=64, seq_len=4096, lr=5e-6, schedule="linear"),
+}
+
+
+def paper_config(paper: str, model: str) -> ConfigDict:
+    """`base_config()` with a paper's optimisation settings, bf16 compute over float32 master weights, and
+    parameters fully sharded over every device (the papers trained with FSDP)."""
+    settings = PAPER_SETTINGS[paper]
+    c = base_config()
+    c.model.preset = model  # architecture for random init; model.init_from (when set) decides instead
+    c.model.dtype = "bfloat16"
+    c.model.param_dtype = "float32"
+    c.model.remat_policy = "dots_no_batch"
+    c.train.epochs = settings["epochs"]
+    c.train.global_batch_size = settings["global_batch_size"]
+    c.train.seq_len = settings["seq_len"]
+    c.optimizer.lr = settings["lr"]
+    c.optimizer.schedule = settings["schedule"]
+    c.optimizer.warmup_ratio = 0.03
+    c.optimizer.weight_decay = 0.0
+    c.optimizer.clip_norm = 1.0
+    c.mesh.data = 1
+    c.mesh.fsdp = -1
+    c.checkpoint.every_steps = 500
+    c.eval.every_steps = 200
+    c.data.source = "seqio"
     return c

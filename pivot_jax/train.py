@@ -189,8 +189,10 @@ def validate(config: ConfigDict) -> None:
     if t.grad_accum_steps < 1 or t.global_batch_size % t.grad_accum_steps:
         raise ValueError(f"train.global_batch_size ({t.global_batch_size}) must be a multiple of "
                          f"train.grad_accum_steps ({t.grad_accum_steps})")
-    if t.steps < 1:
-        raise ValueError(f"train.steps must be >= 1, got {t.steps}")
+    if t.steps < 1 and t.epochs <= 0:
+        raise ValueError(f"train.steps must be >= 1 (or set train.epochs), got {t.steps}")
+    if t.epochs > 0 and config.data.source != "seqio":
+        raise ValueError("train.epochs needs data.source='seqio' (the synthetic task has no epochs)")
     if config.optimizer.schedule not in optimizer_lib.SCHEDULES:
         raise ValueError(f"optimizer.schedule must be one of {optimizer_lib.SCHEDULES}, "
                          f"got {config.optimizer.schedule!r}")
@@ -214,6 +216,8 @@ def setup(config: ConfigDict, devices: list[jax.Device] | None = None) -> Setup:
                          f"mesh data x fsdp x grad_accum_steps = {rows_per_shard}")
 
     data_name, bos_id = _register_data(config, model_cfg)
+    if config.train.epochs > 0:
+        config = _with_steps_from_epochs(config, data_name, bos_id)
     abstract_model = nnx.eval_shape(lambda: model_lib.create(model_cfg))
     graphdef = nnx.graphdef(abstract_model)
     param_shardings = sharding.param_shardings(abstract_model, mesh, rules)
@@ -273,6 +277,27 @@ def _register_data(config: ConfigDict, model_cfg: model_lib.LlamaConfig) -> tupl
     # seqio shifts each packed segment right by one token: the model's BOS where it uses one, else EOS.
     start = tokenizer.bos_id if tokenizer.add_bos_token and tokenizer.bos_id is not None else tokenizer.eos_id
     return name, int(start)
+
+
+def _with_steps_from_epochs(config: ConfigDict, data_name: str, bos_id: int, sample_batches: int = 8
+                            ) -> ConfigDict:
+    """`train.steps` for `train.epochs` passes over the training examples, at the measured packing rate."""
+    import seqio
+
+    from pivot_jax.data.tasks import SeqioStream
+
+    mixture = seqio.get_mixture_or_task(data_name)
+    examples = sum(task.num_input_examples("train") for task in getattr(mixture, "tasks", [mixture]))
+    stream = SeqioStream(data_name, "train", config.train.seq_len, config.train.global_batch_size, config.seed,
+                         bos_id)
+    per_row = np.mean([next(stream)["decoder_segment_ids"].max(axis=1).mean() for _ in range(sample_batches)])
+    steps = max(1, math.ceil(config.train.epochs * examples / (config.train.global_batch_size * per_row)))
+    log.info("train.epochs=%g over %d examples at %.2f examples per packed row -> train.steps=%d",
+             config.train.epochs, examples, per_row, steps)
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+        config.train.steps = steps
+    return config
 
 
 def make_stream(s: Setup, split: str) -> BatchStream:
@@ -361,6 +386,7 @@ def train(config: ConfigDict, workdir: str | Path) -> dict[str, float]:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     s = setup(config)
+    config = s.config  # resolved: train.steps derived from train.epochs where set
     if jax.process_index() == 0:
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
     checkpointer = Checkpointer(workdir, config.checkpoint.every_steps, config.checkpoint.keep,

@@ -286,3 +286,16 @@ def test_trainer_consumes_seqio_mixture_and_resumes_it_exactly(tmp_path, smollm2
     assert data_a == data_b == {"batch_index": 6}
     jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a["params"],
                  b["params"])
+
+
+def test_epochs_set_steps_from_examples_and_measured_packing(smollm2_gguf):
+    config = tiny_config(**{"data.source": "seqio", "data.method": "coit", "data.langs": "ko",
+                            "data.tokenizer": f"gguf:{smollm2_gguf}", "model.vocab_size": 49152,
+                            "train.seq_len": 512, "model.max_seq_len": 512, "train.epochs": 2.0,
+                            "mesh.data": 1})
+    s = train.setup(config, jax.devices()[:1])
+    examples = 1285  # CLDR en->ko training pairs (tests/test_cldr.py pins the split)
+    per_row_lower, per_row_upper = 4, 9  # 60-95 token examples (the Alpaca prompt is ~60) in 512-token rows
+    assert 2 * examples / (8 * per_row_upper) <= s.config.train.steps <= 2 * examples / (8 * per_row_lower)
+    with pytest.raises(ValueError, match="epochs"):
+        train.setup(tiny_config(**{"train.epochs": 1.0}))
