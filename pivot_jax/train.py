@@ -215,7 +215,7 @@ def setup(config: ConfigDict, devices: list[jax.Device] | None = None) -> Setup:
         raise ValueError(f"train.global_batch_size {config.train.global_batch_size} must be a multiple of "
                          f"mesh data x fsdp x grad_accum_steps = {rows_per_shard}")
 
-    data_name, bos_id = _register_data(config, model_cfg)
+    data_name, bos_id = register_data(config, model_cfg)
     if config.train.epochs > 0:
         config = _with_steps_from_epochs(config, data_name, bos_id)
     abstract_model = nnx.eval_shape(lambda: model_lib.create(model_cfg))
@@ -258,7 +258,7 @@ def setup(config: ConfigDict, devices: list[jax.Device] | None = None) -> Setup:
                  abstract_state, rules, data_name, bos_id)
 
 
-def _register_data(config: ConfigDict, model_cfg: model_lib.LlamaConfig) -> tuple[str, int]:
+def register_data(config: ConfigDict, model_cfg: model_lib.LlamaConfig) -> tuple[str, int]:
     """Register the seqio mixture of `config.data` with the model's tokenizer: (name, first input token)."""
     if config.data.source != "seqio":
         return "", 0
