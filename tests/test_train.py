@@ -299,3 +299,10 @@ def test_epochs_set_steps_from_examples_and_measured_packing(smollm2_gguf):
     assert 2 * examples / (8 * per_row_upper) <= s.config.train.steps <= 2 * examples / (8 * per_row_lower)
     with pytest.raises(ValueError, match="epochs"):
         train.setup(tiny_config(**{"train.epochs": 1.0}))
+
+
+def test_bf16_compute_keeps_float32_master_weights(single_device_run):
+    losses, state = run_steps(tiny_config(**{"mesh.data": 1, "model.dtype": "bfloat16",
+                                             "model.remat_policy": "dots_no_batch"}), jax.devices()[:1], 5)
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state["params"]))
+    np.testing.assert_allclose(losses, single_device_run[0], rtol=0.02)
