@@ -33,6 +33,8 @@ setup(
         "tensorboard>=2.21,<2.22",
         "absl-py>=2",
         "babel>=2.14",
+        "sacrebleu>=2.6,<2.7",  # spBLEU's local-model hook relies on 2.6 internals (pivot_jax/eval/metrics.py)
+        "py3langid>=0.4,<0.5",
     ],
     extras_require={
         # Parity tests build reference models with PyTorch (CPU) + transformers; no weights are downloaded.

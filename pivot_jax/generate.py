@@ -10,7 +10,7 @@ import dataclasses
 import functools
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -104,8 +104,13 @@ def _bucket(n: int, multiple: int = 16) -> int:
 
 def generate_ids(model: model_lib.Llama, prompts: Sequence[Sequence[int]], *, max_new_tokens: int = 32,
                  sampling: Sampling = Sampling(), stop_ids: Sequence[int] = (), pad_id: int = 0,
-                 seed: int = 0) -> list[list[int]]:
-    """New token ids for each prompt, cut after the first stop token (which is kept)."""
+                 seed: int = 0, place: Callable[[np.ndarray], jax.Array] | None = None,
+                 row_multiple: int = 1) -> list[list[int]]:
+    """New token ids for each prompt, cut after the first stop token (which is kept).
+
+    `place` puts the [rows, length] prompt arrays on devices (e.g. split over the mesh's data axes); rows are
+    padded to a multiple of `row_multiple` with copies of the first prompt, whose outputs are discarded.
+    """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")
     longest = max(len(p) for p in prompts)
@@ -113,18 +118,21 @@ def generate_ids(model: model_lib.Llama, prompts: Sequence[Sequence[int]], *, ma
         raise ValueError(f"prompt ({longest} tokens) + max_new_tokens ({max_new_tokens}) exceeds the model's "
                          f"max_seq_len {model.cfg.max_seq_len}")
     length = _bucket(longest)
-    tokens = np.full((len(prompts), length), pad_id, np.int32)
-    mask = np.zeros((len(prompts), length), np.int32)
-    for row, prompt in enumerate(prompts):
+    rows = -(-len(prompts) // row_multiple) * row_multiple
+    padded = list(prompts) + [prompts[0]] * (rows - len(prompts))
+    tokens = np.full((rows, length), pad_id, np.int32)
+    mask = np.zeros((rows, length), np.int32)
+    for row, prompt in enumerate(padded):
         tokens[row, length - len(prompt):] = prompt
         mask[row, length - len(prompt):] = 1
     graphdef, state = nnx.split(model)
-    out, _ = _decode(graphdef, state, jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(seed),
+    put = place or jnp.asarray
+    out, _ = _decode(graphdef, state, put(tokens), put(mask), jax.random.key(seed),
                      max_new_tokens=max_new_tokens, sampling=sampling, stop_ids=tuple(sorted(set(stop_ids))),
                      pad_id=pad_id)
     results = []
     stops = set(stop_ids)
-    for row in np.asarray(out).tolist():
+    for row in np.asarray(out).tolist()[:len(prompts)]:
         cut = next((i + 1 for i, t in enumerate(row) if t in stops), len(row))
         results.append(row[:cut])
     return results

@@ -100,24 +100,49 @@ def load_pretrained(spec: str, dtype: str | None = None, param_dtype: str | None
 
     `dtype` sets the compute dtype and `param_dtype` the stored one (default float32 for both).
     """
+    cfg = read_config(spec).replace(**{k: v for k, v in (("dtype", dtype), ("param_dtype", param_dtype)) if v})
+    try:
+        tokenizer = load_tokenizer(spec)
+    except FileNotFoundError:  # weights without tokenizer files still give logits
+        tokenizer = None
+    return Pretrained(cfg, load_params_onto(spec, cfg), tokenizer, source=spec)
+
+
+def read_config(spec: str) -> model_lib.LlamaConfig:
+    """The architecture stored with `hf:DIR`, `gguf:FILE` or `orbax:DIR` weights."""
     scheme, path = parse_spec(spec)
     if scheme == "hf":
         from pivot_jax.convert import hf
-
-        cfg, params = hf.load_params(path, dtype=param_dtype)
-        tokenizer = optional_tokenizer(path)
-    elif scheme == "gguf":
+        return hf.read_config(path)
+    if scheme == "gguf":
         from pivot_jax.convert import gguf
+        return gguf.read_config(path)
+    from pivot_jax.convert import model_dir
+    return model_dir.read_config(path)
 
-        cfg, params = gguf.load_params(path, dtype=param_dtype)
-        tokenizer = Tokenizer.from_gguf(path)
-    else:
+
+def load_params_onto(spec: str, cfg: model_lib.LlamaConfig, shardings: dict[str, Any] | None = None
+                     ) -> dict[str, Any]:
+    """Stream `spec`'s weights (cast to `cfg.param_dtype`) straight onto `shardings` (default: the first
+    device), one parameter stack at a time: no host holds the model twice."""
+    scheme, path = parse_spec(spec)
+    if scheme == "orbax":
         from pivot_jax.convert import model_dir
+        return model_dir.load_params(path, cfg, shardings=shardings)[1]
 
-        cfg, params = model_dir.load_params(path, dtype=param_dtype)
-        tokenizer = optional_tokenizer(path / model_dir.TOKENIZER_DIR)
-    cfg = cfg.replace(**{k: v for k, v in (("dtype", dtype), ("param_dtype", param_dtype)) if v})
-    return Pretrained(cfg, params, tokenizer, source=spec)
+    def place(param_path: tuple[str, ...], array: np.ndarray) -> jax.Array:
+        node = shardings
+        for key in param_path:
+            node = node[key]
+        return jax.device_put(array, node)
+
+    place = None if shardings is None else place
+
+    if scheme == "hf":
+        from pivot_jax.convert import hf
+        return hf.load_params(path, cfg, dtype=cfg.param_dtype, place=place)[1]
+    from pivot_jax.convert import gguf
+    return gguf.load_params(path, dtype=cfg.param_dtype, place=place)[1]
 
 
 def load_tokenizer(spec: str) -> Tokenizer:

@@ -34,6 +34,7 @@ from pivot_jax import sharding, throughput
 from pivot_jax.checkpoint import Checkpointer
 from pivot_jax.data import BATCH_KEYS, BatchStream
 from pivot_jax.data.synthetic import SyntheticStream
+from pivot_jax.pretrained import load_params_onto, read_config
 
 log = logging.getLogger("pivot_jax.train")
 
@@ -55,43 +56,7 @@ def model_config(config: ConfigDict) -> model_lib.LlamaConfig:
         return model_lib.preset(m.preset, **options)
     if m.vocab_size:
         raise ValueError("model.vocab_size applies to random initialisation only; the checkpoint fixes it")
-    return _pretrained_config(m.init_from).replace(**options)
-
-
-def _pretrained_config(spec: str) -> model_lib.LlamaConfig:
-    from pivot_jax.pretrained import parse_spec
-
-    scheme, path = parse_spec(spec)
-    if scheme == "hf":
-        from pivot_jax.convert import hf
-        return hf.read_config(path)
-    if scheme == "gguf":
-        from pivot_jax.convert import gguf
-        return gguf.read_config(path)
-    from pivot_jax.convert import model_dir
-    return model_dir.read_config(path)
-
-
-def _load_pretrained_params(spec: str, cfg: model_lib.LlamaConfig, shardings: dict[str, Any]) -> dict[str, Any]:
-    """Stream pretrained weights straight onto their shardings, one parameter stack at a time."""
-    from pivot_jax.pretrained import parse_spec
-
-    scheme, path = parse_spec(spec)
-    if scheme == "orbax":
-        from pivot_jax.convert import model_dir
-        return model_dir.load_params(path, cfg, shardings=shardings)[1]
-
-    def place(param_path: tuple[str, ...], array: np.ndarray) -> jax.Array:
-        node = shardings
-        for key in param_path:
-            node = node[key]
-        return jax.device_put(array, node)
-
-    if scheme == "hf":
-        from pivot_jax.convert import hf
-        return hf.load_params(path, cfg, place=place)[1]
-    from pivot_jax.convert import gguf
-    return gguf.load_params(path, dtype=cfg.param_dtype, place=place)[1]
+    return read_config(m.init_from).replace(**options)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -239,7 +204,7 @@ def setup(config: ConfigDict, devices: list[jax.Device] | None = None) -> Setup:
 
     if config.model.init_from:
         def init_fn():
-            params = _load_pretrained_params(config.model.init_from, model_cfg, param_shardings)
+            params = load_params_onto(config.model.init_from, model_cfg, param_shardings)
             return jax.jit(init_state, out_shardings=state_shardings)(params)
     else:
         init_fn = jax.jit(lambda: init_state(init_params()), out_shardings=state_shardings)

@@ -1,0 +1,26 @@
+"""XQuAD / MLQA (x-LLaMA protocol: the language's QA instruction and layout, greedy; substring accuracy,
+SQuAD exact match and F1).
+
+  python -m pivot_jax.evaluate --config configs/eval/qa.py:dataset=xquad,lang=zh --model SPEC \\
+      --config.file=PATH/xquad/xquad.zh.json
+  python -m pivot_jax.evaluate --config configs/eval/qa.py:dataset=mlqa,lang=zh --model SPEC \\
+      --config.file=PATH/mlqa/test-context-zh-question-zh.json
+  python -m pivot_jax.evaluate --config configs/eval/qa.py:dataset=xquad,lang=es,prompt_lang=en --model SPEC \
+      --config.file=PATH/xquad/xquad.es.json
+"""
+
+from pivot_jax.config import parse_arg
+from pivot_jax.evaluate import eval_config
+
+
+def get_config(arg=None):
+    a = parse_arg(arg, dataset="xquad", lang="zh", limit="0", format="alpaca", prompt_lang="")
+    c = eval_config()
+    c.set = "qa"
+    c.name = f"{a.dataset}/{a.lang}/{a.format}/greedy"
+    c.source_lang = c.target_lang = a.lang
+    c.limit = int(a.limit)
+    c.prompt_format = a.format
+    c.qa_prompt_lang = a.prompt_lang  # x-LLaMA has QA prompts for ar el en hi tr vi zh; e.g. prompt_lang=en for es
+    c.max_new_tokens = 64
+    return c

@@ -1,0 +1,1 @@
+"""Evaluation of generated outputs: the metrics the x-LLaMA, PLUG and X-Instruction papers report."""

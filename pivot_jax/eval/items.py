@@ -1,0 +1,91 @@
+"""Evaluation sets as items (id, prompt parts, references), and prompts rendered in a chosen format.
+
+Sets: `translation` (Flores-200 devtest layout or any two line-aligned files), `cldr` (the built-in CLDR test
+split), `qa` (XQuAD / MLQA, SQuAD layout), `alpaca_eval` (AlpacaEval / X-AlpacaEval JSON: instructions only,
+for judging), `math` (MGSM TSV). Formats: `alpaca` (x-LLaMA), `chat` (the model's own chat template), `plug`
+and `plug_monolingual` (PLUG's chat layout and system prompts), `xinstruct` (X-Instruction).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ml_collections import ConfigDict
+
+from pivot_jax.data import cldr, formats, sources
+
+SETS = ("translation", "cldr", "qa", "alpaca_eval", "math")
+FORMATS = ("alpaca", "chat", "plug", "plug_monolingual", "xinstruct")
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    id: str
+    instruction: str
+    input: str
+    references: tuple[str, ...]  # empty for judge-only sets
+    language: str  # the language the answer should be in
+    source: str = ""  # the text to translate / the question, for reports and COMET
+    dataset: str = ""  # source dataset (AlpacaEval's `dataset` field), for per-dataset breakdowns
+
+
+def _translation_instruction(src: str, tgt: str) -> str:
+    return formats.TRANSLATION_TEMPLATES[0].format(source_lang=formats.language_name(src),
+                                                   target_lang=formats.language_name(tgt))
+
+
+def build_items(cfg: ConfigDict) -> list[Item]:
+    """The evaluation set `cfg.set` (first `cfg.limit` items when > 0)."""
+    if cfg.set not in SETS:
+        raise ValueError(f"eval set must be one of {SETS}, got {cfg.set!r}")
+    if cfg.set == "translation":
+        src_file = cfg.source_file or sources.flores_path(cfg.flores_dir, cfg.source_lang)
+        tgt_file = cfg.target_file or sources.flores_path(cfg.flores_dir, cfg.target_lang)
+        instruction = _translation_instruction(cfg.source_lang, cfg.target_lang)
+        items = [Item(f"{cfg.source_lang}-{cfg.target_lang}:{i}", instruction, s, (t,), cfg.target_lang, source=s)
+                 for i, s, t in sources.read_parallel(src_file, tgt_file)]
+    elif cfg.set == "cldr":
+        pairs = cldr.split_pairs(cldr.cldr_pairs(cfg.source_lang, cfg.target_lang))["test"]
+        instruction = _translation_instruction(cfg.source_lang, cfg.target_lang)
+        items = [Item(p.key, instruction, p.source, (p.target,), cfg.target_lang, source=p.source) for p in pairs]
+    elif cfg.set == "qa":
+        prompt_lang = cfg.qa_prompt_lang or cfg.target_lang
+        if prompt_lang not in formats.QA_PROMPTS:
+            raise ValueError(f"no x-LLaMA QA prompt for {prompt_lang!r} (known: {sorted(formats.QA_PROMPTS)}); set "
+                             "qa_prompt_lang (e.g. en) or add one with pivot_jax.data.formats.register_qa_prompt")
+        instruction, layout = formats.QA_PROMPTS[prompt_lang]
+        items = [Item(r["id"], instruction, layout.format(context=r["context"], question=r["question"]),
+                      tuple(r["answers"]), cfg.target_lang, source=r["question"])
+                 for r in sources.read_squad(cfg.file)]
+    elif cfg.set == "alpaca_eval":
+        items = [Item(str(r["id"]), r["instruction"], "", (), cfg.target_lang, source=r["instruction"],
+                      dataset=str(r.get("dataset", ""))) for r in sources.read_alpaca_eval(cfg.file)]
+    else:
+        items = [Item(f"mgsm:{i}", r["question"], "", (r["answer"],), cfg.target_lang, source=r["question"])
+                 for i, r in enumerate(sources.read_mgsm(cfg.file))]
+    return items[:cfg.limit] if cfg.limit > 0 else items
+
+
+def render_prompt(item: Item, prompt_format: str, tokenizer: Any = None, pivot: str = "en") -> str:
+    """The prompt text the model completes, in `prompt_format`."""
+    if prompt_format not in FORMATS:
+        raise ValueError(f"prompt format must be one of {FORMATS}, got {prompt_format!r}")
+    user = f"{item.instruction}\n\n{item.input}" if item.input else item.instruction
+    if prompt_format == "alpaca":
+        return formats.alpaca(item.instruction, item.input, "").inputs
+    if prompt_format == "chat":
+        return tokenizer.apply_chat_template([{"role": "user", "content": user}])
+    if prompt_format == "plug":
+        return formats.chat(user, "", system=formats.plug_system_prompt(item.language, pivot)).inputs
+    if prompt_format == "plug_monolingual":
+        system = formats.MONOLINGUAL_SYSTEM_PROMPT.format(Language=formats.language_name(item.language))
+        return formats.chat(user, "", system=system).inputs
+    return formats.xinstruction(user, "", item.language).inputs
+
+
+def extract_answer(output: str, prompt_format: str, language: str) -> str | None:
+    """The answer to score: PLUG's text after the target marker (None if missing), else the output stripped."""
+    if prompt_format == "plug":
+        return formats.extract_plug_answer(output, language)
+    return output.strip()

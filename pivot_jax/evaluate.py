@@ -1,0 +1,182 @@
+"""Turn a checkpoint into the papers' numbers: `python -m pivot_jax.evaluate --config configs/eval/FILE.py[:ARGS]
+--model SPEC [--output DIR] [--tag KEY=VALUE ...]`.
+
+Generates over the evaluation set (sharded over the mesh like training, length-bucketed, greedy by default,
+resumable), scores it with the set's protocol, and writes `predictions.jsonl`, `results.json` (every metric
+with its protocol name and sample count), `results.md`, and one line per metric in the results index that
+the scaling-law tools read.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import jax
+from flax import nnx
+from ml_collections import ConfigDict
+
+from pivot_jax import model as model_lib
+from pivot_jax import sharding
+from pivot_jax.eval import items as items_lib
+from pivot_jax.eval import metrics
+from pivot_jax.eval.predict import predict
+from pivot_jax.generate import Sampling
+
+log = logging.getLogger("pivot_jax.evaluate")
+
+
+def eval_config() -> ConfigDict:
+    """The schema of `configs/eval/*.py` (locked: unknown overrides stop before anything runs)."""
+    c = ConfigDict()
+    c.set = "translation"  # translation | cldr | qa | alpaca_eval | math
+    c.name = ""  # protocol name in results (default: derived from set and languages)
+    c.source_lang = "en"
+    c.target_lang = "es"
+    c.flores_dir = ""  # translation: directory of FLORES-200 `{code}.devtest` files
+    c.source_file = ""  # translation: or any two line-aligned files
+    c.target_file = ""
+    c.file = ""  # qa: SQuAD-layout JSON; alpaca_eval: (X-)AlpacaEval JSON; math: MGSM TSV
+    c.qa_prompt_lang = ""  # qa: whose x-LLaMA QA prompt to use (default target_lang; e.g. "en" for XQuAD-es)
+    c.limit = 0  # first N items (0 = all)
+    c.prompt_format = "alpaca"  # alpaca | chat | plug | plug_monolingual | xinstruct
+    c.pivot = "en"
+    c.max_new_tokens = 512  # x-LLaMA's inference setting
+    c.batch_size = 16
+    c.greedy = True
+    c.temperature = 1.0
+    c.top_p = 1.0
+    c.seed = 0
+    c.dtype = "float32"
+    c.spm_model = ""  # translation: local FLORES SentencePiece model for spBLEU
+    c.spm_tokenize = "flores200"  # flores101 | flores200
+    c.mesh = ConfigDict({"data": -1, "fsdp": 1, "tensor": 1,
+                         "axis_rules": [(name, rule) for name, rule in sharding.DEFAULT_RULES]})
+    return c
+
+
+def protocol_name(cfg: ConfigDict) -> str:
+    if cfg.name:
+        return cfg.name
+    langs = f"{cfg.source_lang}-{cfg.target_lang}" if cfg.set in ("translation", "cldr") else cfg.target_lang
+    return f"{cfg.set}/{langs}/{cfg.prompt_format}/{'greedy' if cfg.greedy else 'sampled'}"
+
+
+def load_model(spec: str, cfg: ConfigDict, mesh: jax.sharding.Mesh, rules: list) -> tuple[model_lib.Llama, Any]:
+    """The model with parameters streamed straight onto the mesh, and its tokenizer."""
+    from pivot_jax.pretrained import load_params_onto, load_tokenizer, read_config
+
+    model_cfg = read_config(spec).replace(dtype=cfg.dtype)
+    abstract = nnx.eval_shape(lambda: model_lib.create(model_cfg))
+    params = load_params_onto(spec, model_cfg, sharding.param_shardings(abstract, mesh, rules))
+    nnx.update(abstract, params)
+    return abstract, load_tokenizer(spec)
+
+
+def score(cfg: ConfigDict, items: list[items_lib.Item], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every metric of the set's protocol as {name, value, protocol, samples}."""
+    answers = [r["answer"] or "" for r in records]
+    protocol = protocol_name(cfg)
+    out: list[dict[str, Any]] = []
+
+    def add(values: dict[str, Any], names: dict[str, str]) -> None:
+        for key, label in names.items():
+            if key in values:
+                out.append({"name": label, "value": float(values[key]), "protocol": protocol,
+                            "samples": len(items)})
+
+    if cfg.set in ("translation", "cldr"):
+        refs = [item.references[0] for item in items]
+        add(metrics.translation_metrics(answers, refs, spm_model=cfg.spm_model or None, tokenize=cfg.spm_tokenize),
+            {"bleu": "bleu", "chrf++": "chrf++", "spbleu": "spbleu"})
+    elif cfg.set == "qa":
+        add(metrics.qa_metrics(answers, [list(item.references) for item in items], cfg.target_lang),
+            {"substring_accuracy": "xllama_accuracy", "exact_match": "exact_match", "f1": "f1",
+             "exact_match_char": "exact_match_char", "f1_char": "f1_char"})
+    elif cfg.set == "math":
+        add(metrics.math_accuracy(answers, [item.references[0] for item in items]), {"accuracy": "accuracy"})
+    add(metrics.language_fidelity(answers, cfg.target_lang), {"fidelity": "language_fidelity"})
+    if cfg.prompt_format == "plug":
+        add(metrics.plug_metrics([r["output"] for r in records], cfg.target_lang),
+            {"not_found": "plug_marker_not_found"})
+    return out
+
+
+def evaluate(cfg: ConfigDict, model_spec: str, output: Path, index: Path | None = None,
+             tags: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Generate (resuming what `output` holds), score, and write results; returns the metric records."""
+    rules = [tuple(rule) for rule in cfg.mesh.axis_rules]
+    mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
+    items = items_lib.build_items(cfg)
+    log.info("%s: %d items from %s", protocol_name(cfg), len(items), cfg.set)
+    with sharding.activate(mesh, rules):
+        model, tokenizer = load_model(model_spec, cfg, mesh, rules)
+        batch_sharding = sharding.batch_sharding(mesh)
+        records = predict(
+            items, model, tokenizer, output / "predictions.jsonl", prompt_format=cfg.prompt_format,
+            max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, pivot=cfg.pivot,
+            sampling=Sampling(greedy=cfg.greedy, temperature=cfg.temperature, top_p=cfg.top_p),
+            detect_language=metrics.detect_language, place=lambda x: jax.device_put(x, batch_sharding),
+            row_multiple=mesh.shape["data"] * mesh.shape["fsdp"])
+    results = score(cfg, items, records)
+    if jax.process_index() == 0:
+        write_results(output, cfg, model_spec, results, index, tags or {})
+    return results
+
+
+def write_results(output: Path, cfg: ConfigDict, model_spec: str, results: list[dict[str, Any]],
+                  index: Path | None, tags: dict[str, str]) -> None:
+    when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    summary = {"model": model_spec, "protocol": protocol_name(cfg), "set": cfg.set, "source_lang": cfg.source_lang,
+               "target_lang": cfg.target_lang, "time": when, "tags": tags, "metrics": results,
+               "config": json.loads(cfg.to_json_best_effort())}
+    (output / "results.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    lines = [f"# {protocol_name(cfg)}", "", f"model: `{model_spec}`", "", "| metric | value | samples |",
+             "|---|---|---|"]
+    lines += [f"| {r['name']} | {r['value']:.4g} | {r['samples']} |" for r in results]
+    (output / "results.md").write_text("\n".join(lines) + "\n")
+    if index is not None:
+        index.parent.mkdir(parents=True, exist_ok=True)
+        with open(index, "a", encoding="utf-8") as f:
+            for r in results:
+                f.write(json.dumps({"model": model_spec, "set": cfg.set, "source_lang": cfg.source_lang,
+                                    "target_lang": cfg.target_lang, "metric": r["name"], "value": r["value"],
+                                    "samples": r["samples"], "protocol": r["protocol"], "output": str(output),
+                                    "time": when, **tags}, ensure_ascii=False) + "\n")
+    print("\n".join(lines[4:]))
+    print(f"\nwrote {output / 'results.json'}, {output / 'results.md'}" + (f"; indexed in {index}" if index else ""))
+
+
+def main(argv: list[str]) -> None:
+    from absl import flags
+    from absl import logging as absl_logging
+
+    del argv
+    f = flags.FLAGS
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", force=True)
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    log.setLevel(logging.INFO)
+    tags = dict(tag.split("=", 1) for tag in f.tag)
+    output = Path(f.output or Path("runs") / "eval" / protocol_name(f.config).replace("/", "_"))
+    evaluate(f.config, f.model, output, Path(f.results_index) if f.results_index else None, tags)
+
+
+def cli() -> None:
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "eval config (configs/eval/FILE.py[:ARGS])", lock_config=True)
+    flags.DEFINE_string("model", None, "hf:DIR | gguf:FILE | orbax:DIR")
+    flags.DEFINE_string("output", None, "where predictions and results go (default runs/eval/<protocol>)")
+    flags.DEFINE_string("results_index", "runs/results_index.jsonl", "JSONL index appended with every metric")
+    flags.DEFINE_multi_string("tag", [], "KEY=VALUE recorded in the index (e.g. pairs=1000 for scaling laws)")
+    flags.mark_flags_as_required(["config", "model"])
+    app.run(main)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
