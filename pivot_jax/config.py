@@ -58,6 +58,8 @@ def base_config() -> ConfigDict:
     c.eval = ConfigDict()
     c.eval.every_steps = 0  # held-out loss every N steps when the data has a validation split (0 = off)
     c.eval.steps = 4  # batches per held-out evaluation
+    c.eval.generate_every_steps = 0  # run `generate_config` on the current weights every N steps (0 = off)
+    c.eval.generate_config = ""  # an eval config, e.g. "configs/eval/cldr.py:tgt=es,limit=50"
 
     c.data = ConfigDict()
     c.data.source = "synthetic"  # "synthetic" (reverse task, no files) or "seqio" (the methods below)
@@ -78,6 +80,7 @@ def base_config() -> ConfigDict:
     c.data.mixing = "examples"  # rates by example count, or weights "translation:2,alpaca:1"
     c.data.overflow = "drop"  # examples longer than train.seq_len: "drop" or "truncate"
     c.data.tokenizer = ""  # hf:DIR | gguf:FILE | orbax:DIR; empty = model.init_from
+    c.data.tfds_dir = ""  # set: the file keys above name prepared TFDS datasets in this data_dir instead
     return c
 
 
@@ -127,3 +130,17 @@ def paper_config(paper: str, model: str) -> ConfigDict:
     c.eval.every_steps = 200
     c.data.source = "seqio"
     return c
+
+
+def load_config_file(spec: str) -> ConfigDict:
+    """`path/to/config.py[:ARGS]` -> that file's `get_config(ARGS)` (what `--config` flags do)."""
+    import importlib.util
+    from pathlib import Path
+
+    path, _, arg = spec.partition(":")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"config file {path!r} does not exist")
+    module_spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg or None)

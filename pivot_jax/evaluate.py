@@ -9,6 +9,7 @@ the scaling-law tools read.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import logging
@@ -24,7 +25,7 @@ from pivot_jax import model as model_lib
 from pivot_jax import sharding
 from pivot_jax.eval import items as items_lib
 from pivot_jax.eval import metrics
-from pivot_jax.eval.predict import predict
+from pivot_jax.eval.predict import predict, read_predictions
 from pivot_jax.generate import Sampling
 
 log = logging.getLogger("pivot_jax.evaluate")
@@ -106,15 +107,74 @@ def score(cfg: ConfigDict, items: list[items_lib.Item], records: list[dict[str, 
     return out
 
 
+@dataclasses.dataclass
+class JudgeOptions:
+    """Judge this run's answers against another run's on the same eval config (`judge.py` protocols)."""
+
+    kind: str  # "pairwise" (PLUG, X-AlpacaEval) or "score" (X-Instruction)
+    against: Path  # the other run's output directory (or its predictions.jsonl)
+    client: Any  # judge.ChatClient
+    mi_eval_gate: bool = False  # x-LLaMA: an answer in the wrong language loses without asking the judge
+
+
+def judge_answers(cfg: ConfigDict, items: list[items_lib.Item], records: list[dict[str, Any]],
+                  options: JudgeOptions, output: Path) -> list[dict[str, Any]]:
+    """Run the judge on (this run, the other run) per item; writes `judge.json`, returns metric records."""
+    from pivot_jax.eval import judge
+
+    path = options.against / "predictions.jsonl" if options.against.is_dir() else options.against
+    theirs = read_predictions(path)
+    missing = [item.id for item in items if item.id not in theirs]
+    if missing:
+        raise ValueError(f"{path}: no prediction for {len(missing)} item(s) of this eval set, e.g. {missing[:3]} "
+                         "(judge runs made with the same eval config)")
+    pairs = [(item, (ours["answer"] or ""), (theirs[item.id]["answer"] or "")) for item, ours in zip(items, records)]
+
+    def question(item: items_lib.Item) -> str:
+        return f"{item.instruction}\n\n{item.input}" if item.input else item.instruction
+
+    if options.kind == "pairwise":
+        result = judge.pairwise_judge(
+            options.client, [{"id": i.id, "language": i.language, "dataset": i.dataset or cfg.set,
+                              "question": question(i), "answer_a": a, "answer_b": b} for i, a, b in pairs],
+            gate=metrics.mi_eval_gate if options.mi_eval_gate else None)
+        overall = result["summary"]["overall"]
+        values = {f"judge_{o}_pct": overall[o] for o in ("win", "tie", "loss", "error")}
+        name = "plug-pairwise" + ("+mi-eval-gate" if options.mi_eval_gate else "")
+    elif options.kind == "score":
+        result = judge.score_judge(options.client, [{"id": i.id, "language": i.language, "question": question(i),
+                                                     "answer_1": a, "answer_2": b} for i, a, b in pairs])
+        overall = result["summary"]["overall"]
+        values = {"judge_score": overall["mean_1"], "judge_score_other": overall["mean_2"],
+                  "judge_errors": overall["errors_1"]}
+        name = "xinstruction-score"
+    else:
+        raise ValueError(f"--judge must be 'pairwise' or 'score', got {options.kind!r}")
+    if jax.process_index() == 0:
+        (output / "judge.json").write_text(json.dumps({"against": str(path), **result}, indent=2, ensure_ascii=False))
+    protocol = f"{protocol_name(cfg)}/{name}/vs:{path.parent.name}"
+    return [{"name": key, "value": float(value) if value is not None else float("nan"), "protocol": protocol,
+             "samples": len(items)} for key, value in values.items()]
+
+
 def evaluate(cfg: ConfigDict, model_spec: str, output: Path, index: Path | None = None,
-             tags: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """Generate (resuming what `output` holds), score, and write results; returns the metric records."""
-    rules = [tuple(rule) for rule in cfg.mesh.axis_rules]
-    mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
+             tags: dict[str, str] | None = None, judge: JudgeOptions | None = None,
+             loaded: tuple[model_lib.Llama, Any, jax.sharding.Mesh, list] | None = None) -> list[dict[str, Any]]:
+    """Generate (resuming what `output` holds), score, and write results; returns the metric records.
+
+    `loaded` = (model, tokenizer, mesh, rules) evaluates a model already in memory (the trainer's), with
+    `model_spec` only naming it in the results.
+    """
+    if loaded is None:
+        rules = [tuple(rule) for rule in cfg.mesh.axis_rules]
+        mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
+    else:
+        model, tokenizer, mesh, rules = loaded
     items = items_lib.build_items(cfg)
     log.info("%s: %d items from %s", protocol_name(cfg), len(items), cfg.set)
     with sharding.activate(mesh, rules):
-        model, tokenizer = load_model(model_spec, cfg, mesh, rules)
+        if loaded is None:
+            model, tokenizer = load_model(model_spec, cfg, mesh, rules)
         batch_sharding = sharding.batch_sharding(mesh)
         records = predict(
             items, model, tokenizer, output / "predictions.jsonl", prompt_format=cfg.prompt_format,
@@ -123,6 +183,8 @@ def evaluate(cfg: ConfigDict, model_spec: str, output: Path, index: Path | None 
             detect_language=metrics.detect_language, place=lambda x: jax.device_put(x, batch_sharding),
             row_multiple=mesh.shape["data"] * mesh.shape["fsdp"])
     results = score(cfg, items, records)
+    if judge is not None:
+        results += judge_answers(cfg, items, records, judge, output)
     if jax.process_index() == 0:
         write_results(output, cfg, model_spec, results, index, tags or {})
     return results
@@ -162,7 +224,16 @@ def main(argv: list[str]) -> None:
     log.setLevel(logging.INFO)
     tags = dict(tag.split("=", 1) for tag in f.tag)
     output = Path(f.output or Path("runs") / "eval" / protocol_name(f.config).replace("/", "_"))
-    evaluate(f.config, f.model, output, Path(f.results_index) if f.results_index else None, tags)
+    judge = None
+    if f.judge:
+        from pivot_jax.eval.judge import ChatClient
+
+        if not f.judge_against:
+            raise SystemExit("--judge needs --judge_against: the output directory of the run to compare with")
+        # Endpoint, model and key from flags or PIVOT_JUDGE_BASE_URL / PIVOT_JUDGE_MODEL / PIVOT_JUDGE_API_KEY.
+        client = ChatClient(base_url=f.judge_base_url, model=f.judge_model, requests_per_minute=f.judge_rpm)
+        judge = JudgeOptions(f.judge, Path(f.judge_against), client, f.mi_eval_gate)
+    evaluate(f.config, f.model, output, Path(f.results_index) if f.results_index else None, tags, judge)
 
 
 def cli() -> None:
@@ -174,6 +245,12 @@ def cli() -> None:
     flags.DEFINE_string("output", None, "where predictions and results go (default runs/eval/<protocol>)")
     flags.DEFINE_string("results_index", "runs/results_index.jsonl", "JSONL index appended with every metric")
     flags.DEFINE_multi_string("tag", [], "KEY=VALUE recorded in the index (e.g. pairs=1000 for scaling laws)")
+    flags.DEFINE_enum("judge", None, ["pairwise", "score"], "LLM-judge this run against --judge_against")
+    flags.DEFINE_string("judge_against", None, "output directory of the other model's run on the same eval config")
+    flags.DEFINE_string("judge_base_url", None, "OpenAI-compatible endpoint (else $PIVOT_JUDGE_BASE_URL)")
+    flags.DEFINE_string("judge_model", None, "judge model name (else $PIVOT_JUDGE_MODEL); the key only from env")
+    flags.DEFINE_integer("judge_rpm", None, "judge requests per minute")
+    flags.DEFINE_bool("mi_eval_gate", False, "pairwise: a wrong-language answer loses without asking the judge")
     flags.mark_flags_as_required(["config", "model"])
     app.run(main)
 

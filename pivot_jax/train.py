@@ -333,6 +333,32 @@ def _check_finite(pending: list[tuple[int, dict[str, jax.Array]]], checkpointer:
                 f"{'step ' + str(last) if last is not None else 'none'} in {checkpointer.directory}")
 
 
+def _generation_eval(s: Setup, workdir: Path) -> Callable[[dict[str, Any], int], dict[str, float]]:
+    """`eval.generate_config` on the current weights, into WORKDIR/eval/step_N and WORKDIR/results_index.jsonl."""
+    from pivot_jax.config import load_config_file
+    from pivot_jax.evaluate import evaluate, protocol_name
+    from pivot_jax.pretrained import load_tokenizer
+
+    config = s.config
+    if not config.eval.generate_config:
+        raise ValueError("eval.generate_every_steps is set but eval.generate_config is empty")
+    eval_cfg = load_config_file(config.eval.generate_config)
+    spec = config.data.tokenizer or config.model.init_from
+    if not spec:
+        raise ValueError("eval.generate_every_steps needs a tokenizer: set data.tokenizer (or model.init_from)")
+    tokenizer = load_tokenizer(spec)
+    name = protocol_name(eval_cfg).replace("/", "_")
+
+    def run(params: dict[str, Any], step: int) -> dict[str, float]:
+        model = nnx.merge(s.graphdef, params)
+        results = evaluate(eval_cfg, f"{workdir}@step{step}", workdir / "eval" / f"step_{step}" / name,
+                           workdir / "results_index.jsonl", {"step": str(step)},
+                           loaded=(model, tokenizer, s.mesh, s.rules))
+        return {f"gen/{r['name']}": r["value"] for r in results}
+
+    return run
+
+
 def _fmt_eta(seconds: float) -> str:
     return str(datetime.timedelta(seconds=int(max(seconds, 0))))
 
@@ -377,6 +403,7 @@ def train(config: ConfigDict, workdir: str | Path) -> dict[str, float]:
     log.info("model %s: %s parameters | mesh %s | %d steps x %d tokens", config.model.preset or "pretrained",
              f"{s.model_cfg.num_params():,}", dict(s.mesh.shape), total_steps, tokens_per_step)
 
+    generation_eval = _generation_eval(s, workdir) if config.eval.generate_every_steps else None
     pending: list[tuple[int, dict[str, jax.Array]]] = []
     last: dict[str, float] = {}
     window_start, window_steps, run_start = time.perf_counter(), 0, time.perf_counter()
@@ -408,6 +435,8 @@ def train(config: ConfigDict, workdir: str | Path) -> dict[str, float]:
                         last["mfu"] = tflops / peak
                     if config.eval.every_steps and step % config.eval.every_steps == 0:
                         last["eval_loss"] = run_eval(s, state["params"])
+                    if generation_eval and step % config.eval.generate_every_steps == 0:
+                        last.update(generation_eval(state["params"], step))
                     metrics_log.write(step, last)
                     remaining = (total_steps - step) * elapsed / window_steps
                     mfu = f"MFU {last['mfu']:.1%}" if peak else "MFU n/a (cpu)"

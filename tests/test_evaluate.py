@@ -76,3 +76,70 @@ def test_cli_on_the_builtin_cldr_split(smollm2_gguf, tmp_path):
                           "--model", f"gguf:{smollm2_gguf}", "--config.max_new_tokenz=8"],
                          capture_output=True, text=True, cwd=REPO)
     assert bad.returncode != 0 and "max_new_tokenz" in bad.stderr
+
+
+class LongerAnswerJudge:
+    """An OpenAI-compatible /chat/completions on 127.0.0.1 whose verdict prefers the longer answer."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        judge = self
+        self.requests = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                judge.requests += 1
+                user = body["messages"][-1]["content"]
+                a = user.split("[The Start of Assistant A's Answer]\n")[1].split("\n[The End of Assistant A's")[0]
+                b = user.split("[The Start of Assistant B's Answer]\n")[1].split("\n[The End of Assistant B's")[0]
+                verdict = "[[A]]" if len(a) > len(b) else "[[B]]" if len(b) > len(a) else "[[C]]"
+                reply = json.dumps({"choices": [{"message": {"role": "assistant", "content": f"Fine. {verdict}"}}],
+                                    "usage": {"prompt_tokens": 10, "completion_tokens": 3}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def test_pairwise_judging_against_another_run(smollm2_gguf, tmp_path):
+    from pivot_jax.eval.judge import ChatClient
+    from pivot_jax.evaluate import JudgeOptions
+
+    if not SHARED.exists():
+        pytest.skip(f"{SHARED} is absent")
+    cfg = eval_config()
+    cfg.update(dict(set="alpaca_eval", target_lang="en", file=str(SHARED / "alpaca_eval/alpaca_eval.json"), limit=3,
+                    prompt_format="chat", max_new_tokens=6, batch_size=3))
+    # The other run: short answers for the first two items, a long one for the third.
+    other = tmp_path / "other"
+    other.mkdir()
+    ids = [item.id for item in build_items(cfg)]
+    answers = ["x", "y", "a much longer answer than six tokens could ever be " * 3]
+    (other / "predictions.jsonl").write_text("".join(json.dumps({"id": i, "answer": a}) + "\n"
+                                                     for i, a in zip(ids, answers)))
+    server = LongerAnswerJudge()
+    try:
+        client = ChatClient(base_url=server.url, model="judge", api_key="sk-test", cache_dir=tmp_path / "cache")
+        results = evaluate(cfg, f"gguf:{smollm2_gguf}", tmp_path / "ours", judge=JudgeOptions("pairwise", other, client))
+    finally:
+        server.close()
+    values = {r["name"]: r["value"] for r in results}
+    assert values["judge_win_pct"] == pytest.approx(200 / 3) and values["judge_loss_pct"] == pytest.approx(100 / 3)
+    assert server.requests == 6  # both orders for each item
+    judged = json.loads((tmp_path / "ours" / "judge.json").read_text())
+    assert judged["summary"]["per_dataset"] and judged["usage"]["requests"] == 6
+    assert "sk-test" not in (tmp_path / "ours" / "judge.json").read_text()

@@ -127,3 +127,51 @@ def test_xinstruct(vocab, tmp_path):
 def test_bad_data_configs_are_named(vocab, kw, message):
     with pytest.raises(ValueError, match=message):
         mixtures.build(data_config(**kw), vocab, 128)
+
+
+def test_coit_from_prepared_tfds_equals_coit_from_files(vocab, tmp_path):
+    from pivot_jax.data import tfds_builders
+
+    if not SHARED.exists():
+        pytest.skip(f"{SHARED} is absent")
+    src, tgt = SHARED / "tatoeba_parallel/tatoeba.en-es.en", SHARED / "tatoeba_parallel/tatoeba.en-es.es"
+    alpaca = SHARED / "alpaca_demo/alpaca_en_demo.json"
+    parallel = tfds_builders.prepare("pivot_parallel", tfds_builders.ParallelConfig(
+        name="en_es", files={"train": (src, tgt)}, source_lang="en", target_lang="es"), tmp_path)
+    instructions = tfds_builders.prepare("pivot_instructions", tfds_builders.InstructionsConfig(
+        name="alpaca_en", files={"train": alpaca}), tmp_path)
+    from_tfds = data_config(method="coit", langs="es", tfds_dir=str(tmp_path), alpaca_pivot=instructions,
+                            parallel_source=parallel.replace("en_es", "en_{lang}"))
+    mixtures.build(from_tfds, vocab, 256)
+    def texts(name):  # ids differ by design: TFDS numbers records that have none
+        return sorted((e["inputs"], e["targets"]) for e in _examples(name, "train"))
+
+    tfds_examples = {name: texts(name) for name in ("pivot_coit_alpaca_en", "pivot_coit_translation_en_es")}
+    from_files = data_config(method="coit", langs="es", alpaca_pivot=str(alpaca), parallel_source=str(src),
+                             parallel_target=str(tgt))
+    mixtures.build(from_files, vocab, 256)
+    for name, examples in tfds_examples.items():
+        assert examples == texts(name), name
+
+
+def test_eval_sets_as_seqio_tasks(vocab):
+    from pivot_jax.evaluate import eval_config
+
+    if not SHARED.exists():
+        pytest.skip(f"{SHARED} is absent")
+    flores = eval_config()
+    flores.update(dict(set="translation", source_lang="en", target_lang="es", limit=10,
+                       flores_dir=str(SHARED / "flores200_devtest")))
+    mixtures.eval_task("pivot_eval_flores_en_es", flores, vocab, 512)
+    (first, *_) = _examples("pivot_eval_flores_en_es", "test")
+    assert "Translate the following sentences from English to Spanish." in first["inputs"]
+    assert first["targets"] and first["id"] == "en-es:0"
+    xquad = eval_config()
+    xquad.update(dict(set="qa", target_lang="zh", file=str(SHARED / "xquad/xquad.zh.json"), limit=5))
+    mixtures.eval_task("pivot_eval_xquad_zh", xquad, vocab, 512)
+    assert _examples("pivot_eval_xquad_zh", "test")[0]["inputs"].endswith("答案: \n\n### Response:")
+    alpaca_eval = eval_config()
+    alpaca_eval.update(dict(set="alpaca_eval", target_lang="en", file=str(SHARED / "alpaca_eval/alpaca_eval.json"),
+                            limit=3, prompt_format="plug"))
+    mixtures.eval_task("pivot_eval_x_alpacaeval_en", alpaca_eval, vocab, 512)
+    assert _examples("pivot_eval_x_alpacaeval_en", "test")[0]["inputs"].startswith("<|system|>\n")

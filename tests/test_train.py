@@ -306,3 +306,18 @@ def test_bf16_compute_keeps_float32_master_weights(single_device_run):
                                              "model.remat_policy": "dots_no_batch"}), jax.devices()[:1], 5)
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state["params"]))
     np.testing.assert_allclose(losses, single_device_run[0], rtol=0.02)
+
+
+@pytest.mark.slow
+def test_generation_eval_at_checkpoints(tmp_path, smollm2_gguf):
+    config = tiny_config(**{"data.source": "seqio", "data.method": "coit", "data.langs": "es",
+                            "data.tokenizer": f"gguf:{smollm2_gguf}", "model.vocab_size": 49152,
+                            "train.seq_len": 128, "train.steps": 2, "train.log_every_steps": 1,
+                            "eval.generate_every_steps": 2,
+                            "eval.generate_config": f"{REPO}/configs/eval/cldr.py:tgt=es,limit=4"})
+    last = train.train(config, tmp_path)
+    assert {"gen/bleu", "gen/chrf++", "gen/language_fidelity"} <= set(last)
+    index = [json.loads(l) for l in (tmp_path / "results_index.jsonl").read_text().splitlines()]
+    assert {r["step"] for r in index} == {"2"} and {r["metric"] for r in index} >= {"bleu", "chrf++"}
+    assert len((tmp_path / "eval" / "step_2" / "cldr_en-es_alpaca_greedy" / "predictions.jsonl")
+               .read_text().splitlines()) == 4

@@ -74,13 +74,36 @@ def hold_out(items: Sequence[Any], key: Callable[[Any], str], fraction: float) -
     return splits
 
 
+def _tfds_rows(name: str, data_dir: str) -> list[dict[str, Any]]:
+    """The train split of a prepared TFDS dataset (e.g. from `pivot_jax.data.tfds_builders`) as Python rows."""
+    import tensorflow_datasets as tfds
+
+    from pivot_jax.data.tasks import import_tf
+
+    import_tf()
+    builder = tfds.core.read_only_builder.builder_from_files(name, data_dir=data_dir)
+    decode = lambda v: v.decode("utf-8") if isinstance(v, bytes) else v.item() if hasattr(v, "item") else v  # noqa
+    return [{k: decode(v) for k, v in row.items()} for row in tfds.as_numpy(builder.as_dataset(split="train"))]
+
+
+def _records(path: str, data: ConfigDict, required: Sequence[str]) -> list[dict[str, Any]]:
+    """Instruction records from a JSON/JSONL file, or from a TFDS name when `data.tfds_dir` is set."""
+    if data.tfds_dir:
+        return _tfds_rows(path, data.tfds_dir)
+    return sources.read_records(path, parse_fields(data.alpaca_fields), required)
+
+
 def translation_pairs(data: ConfigDict, lang: str) -> dict[str, list[tuple[int, str, str]]]:
-    """(line index, pivot text, target text) per split, from files or CLDR."""
+    """(line index, pivot text, target text) per split, from files, a prepared TFDS dataset, or CLDR."""
     if not data.parallel_source:
         pairs = cldr.cldr_pairs(data.pivot, lang)
         index = {pair.key: i for i, pair in enumerate(pairs)}
         split = cldr.split_pairs(pairs)
         return {name: [(index[p.key], p.source, p.target) for p in split[name]] for name in ("train", "validation")}
+    if data.tfds_dir:
+        rows = [(r["line_index"], r["source"], r["target"])
+                for r in _tfds_rows(data.parallel_source.format(lang=lang), data.tfds_dir)]
+        return hold_out(rows, key=lambda row: f"{row[1]}\t{row[2]}", fraction=data.validation_fraction)
     if not data.parallel_target:
         raise ValueError("data.parallel_source is set but data.parallel_target is empty")
     rows = sources.read_parallel(data.parallel_source.format(lang=lang), data.parallel_target.format(lang=lang))
@@ -88,7 +111,7 @@ def translation_pairs(data: ConfigDict, lang: str) -> dict[str, list[tuple[int, 
 
 
 def _alpaca_records(path: str, data: ConfigDict) -> dict[str, list[dict[str, Any]]]:
-    records = sources.read_records(path, parse_fields(data.alpaca_fields), required=("instruction", "output"))
+    records = _records(path, data, required=("instruction", "output"))
     return hold_out(records, key=lambda r: f"{r['instruction']}\t{r.get('input', '')}",
                     fraction=data.validation_fraction)
 
@@ -145,10 +168,9 @@ def build(data: ConfigDict, vocabulary: Any, max_length: int) -> str:
     elif method in ("plug", "plug_monolingual"):
         if not (data.alpaca_pivot and data.alpaca_target):
             raise ValueError(f"data.method={method!r} needs data.alpaca_pivot and data.alpaca_target (joined by id)")
-        pivot = sources.read_records(data.alpaca_pivot, parse_fields(data.alpaca_fields), ("id", "instruction"))
+        pivot = _records(data.alpaca_pivot, data, ("id", "instruction"))
         for lang in langs:
-            target = sources.read_records(data.alpaca_target.format(lang=lang), parse_fields(data.alpaca_fields),
-                                          ("id", "instruction", "output"))
+            target = _records(data.alpaca_target.format(lang=lang), data, ("id", "instruction", "output"))
             joined = sources.join_by_id(pivot, target)
             split = hold_out(joined.pairs, key=lambda pair: str(pair[0]["id"]), fraction=data.validation_fraction)
             if method == "plug":
@@ -160,8 +182,7 @@ def build(data: ConfigDict, vocabulary: Any, max_length: int) -> str:
             task(f"pivot_{method}_{lang}", lambda s, split=split, render=render: [render(p, t) for p, t in split[s]])
     else:
         for lang in langs:
-            records = sources.read_records(data.xinstruct_file.format(lang=lang), parse_fields(data.alpaca_fields),
-                                           ("instruction", "output"))
+            records = _records(data.xinstruct_file.format(lang=lang), data, ("instruction", "output"))
             split = hold_out(records, key=lambda r: r["instruction"], fraction=data.validation_fraction)
             task(f"pivot_xinstruct_{lang}",
                  lambda s, split=split, lang=lang: [formats.xinstruction(r["instruction"], r["output"], lang,
@@ -192,3 +213,18 @@ def _rates(task_names: list[str], mixing: str) -> list[str | tuple[str, float]]:
             raise ValueError(f"data.mixing {mixing!r} gives no weight for task {name}")
         rated.append((name, matches[0]))
     return rated
+
+
+def eval_task(name: str, eval_cfg: ConfigDict, vocabulary: Any, max_length: int, tokenizer: Any = None) -> str:
+    """Register an evaluation set (`pivot_jax.evaluate` configs: FLORES, XQuAD/MLQA, X-AlpacaEval, MGSM, CLDR)
+    as a seqio task whose `test` split holds the prompts in the config's format and the first reference as the
+    target (empty for judge-only sets): teacher-forced losses and seqio evaluators see exactly what
+    `python -m pivot_jax.evaluate` generates from."""
+    from pivot_jax.eval.items import build_items, render_prompt
+
+    items = build_items(eval_cfg)
+    examples = [formats.Example(render_prompt(item, eval_cfg.prompt_format, tokenizer, eval_cfg.pivot),
+                                item.references[0] if item.references else "", item.id) for item in items]
+    add_task(name, lambda split: examples, vocabulary, splits=("test",), max_length=max_length,
+             overflow="truncate")
+    return name

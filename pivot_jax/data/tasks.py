@@ -19,10 +19,10 @@ from pivot_jax.data.formats import Example
 OVERFLOW = ("drop", "truncate")
 
 
-def _tf():
+def import_tf():
     import tensorflow as tf
 
-    tf.config.set_visible_devices([], "GPU")  # the input pipeline never takes accelerator memory
+    tf.config.set_visible_devices([], "GPU")
     return tf
 
 
@@ -39,7 +39,7 @@ def _fit_length_preprocessor(max_length: int, overflow: str) -> Callable:
     `truncate` keeps the prompt (cut to the limit if it alone is too long) and cuts the response's end, as
     the papers' training code does; an example left with no response tokens is dropped either way.
     """
-    tf = _tf()
+    tf = import_tf()
 
     def fit(ds):
         def keep(ex):
@@ -58,15 +58,24 @@ def _fit_length_preprocessor(max_length: int, overflow: str) -> Callable:
     return fit
 
 
+def example_preprocessors(max_length: int, overflow: str) -> list[Callable]:
+    """What every task does after producing `inputs`/`targets` strings: tokenize, EOS, fit `max_length`."""
+    import seqio
+
+    if overflow not in OVERFLOW:
+        raise ValueError(f"data.overflow must be one of {OVERFLOW}, got {overflow!r}")
+    return [seqio.preprocessors.tokenize, seqio.preprocessors.append_eos,
+            _fit_length_preprocessor(max_length, overflow)]
+
+
 def add_task(name: str, examples: Callable[[str], Sequence[Example]], vocabulary: Any,
              splits: Sequence[str] = ("train", "validation"), max_length: int = 512, overflow: str = "drop"
              ) -> Any:
     """Register (or re-register) a seqio Task whose split `s` yields `examples(s)` (computed once, lazily)."""
     import seqio
 
-    if overflow not in OVERFLOW:
-        raise ValueError(f"data.overflow must be one of {OVERFLOW}, got {overflow!r}")
-    tf = _tf()
+    preprocessors = example_preprocessors(max_length, overflow)
+    tf = import_tf()
     cached = functools.lru_cache(maxsize=None)(lambda split: list(examples(split)))
 
     def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None):
@@ -82,9 +91,7 @@ def add_task(name: str, examples: Callable[[str], Sequence[Example]], vocabulary
         name,
         source=seqio.FunctionDataSource(dataset_fn, splits=list(splits),
                                         num_input_examples=_Counts(cached, splits)),
-        preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos,
-                       _fit_length_preprocessor(max_length, overflow)],
-        output_features=output_features(vocabulary))
+        preprocessors=preprocessors, output_features=output_features(vocabulary))
 
 
 class _Counts(Mapping):
@@ -145,7 +152,7 @@ class SeqioStream:
     def dataset(self) -> Any:
         import seqio
 
-        tf = _tf()
+        tf = import_tf()
         # The converter packs prompt + response into rows of inputs + targets lengths. The fit-length
         # preprocessor already bounds each example's sum by seq_len, so any split of seq_len between the two
         # serves and nothing is trimmed here; seqio's per-feature length check would wrongly reject a long
