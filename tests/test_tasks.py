@@ -103,3 +103,16 @@ def test_a_prompt_longer_than_half_the_row_still_packs(registered):
                       for w, seg in zip(batch["decoder_loss_weights"], batch["decoder_segment_ids"])
                       for s in range(1, seg.max() + 1)]
     assert max(prompt_lengths) > 16
+
+
+def test_mixture_samples_at_the_configured_rates(registered):
+    import seqio
+
+    v = seqio_vocabulary(registered)
+    tasks.add_task("rate_a", lambda s: [Example("A?", "a", str(i)) for i in range(50)], v, max_length=16)
+    tasks.add_task("rate_b", lambda s: [Example("B?", "b", str(i)) for i in range(50)], v, max_length=16)
+    tasks.add_mixture("rate_mix", [("rate_a", 3.0), ("rate_b", 1.0)])
+    ds = seqio.get_mixture_or_task("rate_mix").get_dataset(
+        {"inputs": 8, "targets": 8}, split="train", shuffle=True, seed=0, num_epochs=None)
+    first = [registered.decode(ex["inputs"].tolist()) for _, ex in zip(range(2000), ds.as_numpy_iterator())]
+    assert abs(first.count("A?") / len(first) - 0.75) < 0.03

@@ -14,6 +14,5 @@ def get_config(arg=None):
     c.set = "translation"
     c.source_lang, c.target_lang = a.src, a.tgt
     c.limit = int(a.limit)
-    c.prompt_format = a.format
-    c.max_new_tokens = 256
+    c.prompt_format = a.format  # max_new_tokens stays at x-LLaMA's 512
     return c
