@@ -79,7 +79,19 @@ def load_model(spec: str, cfg: ConfigDict, mesh: jax.sharding.Mesh, rules: list)
 
 
 def score(cfg: ConfigDict, items: list[items_lib.Item], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every metric of the set's protocol as {name, value, protocol, samples}."""
+    """Every metric of the set's protocol as {name, value, protocol, samples}; per language (`name/xx`) too when
+    the set mixes target languages."""
+    languages = sorted({item.language for item in items})
+    out = _score_group(cfg, items, records, suffix="")
+    if len(languages) > 1:
+        for lang in languages:
+            chosen = [i for i, item in enumerate(items) if item.language == lang]
+            out += _score_group(cfg, [items[i] for i in chosen], [records[i] for i in chosen], suffix=f"/{lang}")
+    return out
+
+
+def _score_group(cfg: ConfigDict, items: list[items_lib.Item], records: list[dict[str, Any]], suffix: str
+                 ) -> list[dict[str, Any]]:
     answers = [r["answer"] or "" for r in records]
     protocol = protocol_name(cfg)
     out: list[dict[str, Any]] = []
@@ -87,7 +99,7 @@ def score(cfg: ConfigDict, items: list[items_lib.Item], records: list[dict[str, 
     def add(values: dict[str, Any], names: dict[str, str]) -> None:
         for key, label in names.items():
             if key in values:
-                out.append({"name": label, "value": float(values[key]), "protocol": protocol,
+                out.append({"name": label + suffix, "value": float(values[key]), "protocol": protocol,
                             "samples": len(items)})
 
     if cfg.set in ("translation", "cldr"):
@@ -100,7 +112,8 @@ def score(cfg: ConfigDict, items: list[items_lib.Item], records: list[dict[str, 
              "exact_match_char": "exact_match_char", "f1_char": "f1_char"})
     elif cfg.set == "math":
         add(metrics.math_accuracy(answers, [item.references[0] for item in items]), {"accuracy": "accuracy"})
-    add(metrics.language_fidelity(answers, cfg.target_lang), {"fidelity": "language_fidelity"})
+    hits = [metrics.language_fidelity([a], item.language)["fidelity"] for a, item in zip(answers, items)]
+    add({"fidelity": sum(hits) / max(len(hits), 1)}, {"fidelity": "language_fidelity"})
     if cfg.prompt_format == "plug":
         add(metrics.plug_metrics([r["output"] for r in records], cfg.target_lang),
             {"not_found": "plug_marker_not_found"})

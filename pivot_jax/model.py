@@ -132,7 +132,9 @@ PRESETS: dict[str, LlamaConfig] = {
     "smollm2-135m": LlamaConfig(vocab_size=49152, embed_dim=576, num_layers=30, num_heads=9, num_kv_heads=3,
                             mlp_dim=1536, norm_eps=1e-5, rope_theta=100000.0, max_seq_len=8192,
                             tie_embeddings=True),
-    # Tiny presets for tests and the quickstart.
+    # Small presets for the quickstart and tests.
+    "quickstart": LlamaConfig(vocab_size=4096, embed_dim=128, num_layers=3, num_heads=4, num_kv_heads=2,
+                              mlp_dim=384, max_seq_len=512, tie_embeddings=True),
     "tiny": LlamaConfig(vocab_size=256, embed_dim=64, num_layers=2, num_heads=4, num_kv_heads=2, mlp_dim=128,
                     max_seq_len=256),
     "tiny-tied": LlamaConfig(vocab_size=256, embed_dim=64, num_layers=2, num_heads=4, num_kv_heads=4, mlp_dim=128,

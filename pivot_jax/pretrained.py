@@ -146,7 +146,12 @@ def load_params_onto(spec: str, cfg: model_lib.LlamaConfig, shardings: dict[str,
 
 
 def load_tokenizer(spec: str) -> Tokenizer:
-    """The tokenizer stored with `hf:DIR`, `gguf:FILE` or `orbax:DIR` weights."""
+    """The tokenizer stored with `hf:DIR`, `gguf:FILE` or `orbax:DIR` weights, or `cldr:es,zh` (a BPE
+    trained on the built-in CLDR data of those languages, for random models)."""
+    if spec.startswith("cldr:"):
+        from pivot_jax.data.cldr import cldr_tokenizer
+
+        return cldr_tokenizer([lang.strip() for lang in spec[5:].replace("+", ",").split(",") if lang.strip()])
     scheme, path = parse_spec(spec)
     if scheme == "gguf":
         return Tokenizer.from_gguf(path)

@@ -304,6 +304,31 @@ class Tokenizer:
         return cls(backend, **config)
 
     @classmethod
+    def train_bpe(cls, texts: Iterable[str], vocab_size: int, directory: str | Path) -> Tokenizer:
+        """A byte-level BPE trained on `texts` (deterministic for the same texts), saved in `directory`.
+
+        Ids 0-2 are `<pad>`, `<s>` (BOS, added to every sequence) and `</s>` (EOS); every byte has a token, so
+        any text encodes. For small random models (quickstart, tests) that need no downloaded vocabulary.
+        """
+        import tokenizers
+        from tokenizers import decoders, models, pre_tokenizers, trainers
+
+        specials = ["<pad>", "<s>", "</s>"]
+        backend = tokenizers.Tokenizer(models.BPE())
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        backend.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        backend.train_from_iterator(texts, trainer)
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        backend.save(str(directory / HF_JSON))
+        (directory / TOKENIZER_CONFIG).write_text(json.dumps(
+            {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "add_bos_token": True,
+             "add_eos_token": False}, indent=2))
+        return cls.from_hf_json(directory)
+
+    @classmethod
     def from_gguf(cls, path: str | Path) -> Tokenizer:
         """The tokenizer described by a GGUF file's `tokenizer.*` metadata (`gpt2` or `llama` model)."""
         import gguf

@@ -457,9 +457,24 @@ def train(config: ConfigDict, workdir: str | Path) -> dict[str, float]:
         checkpointer.close()
         metrics_log.close()
         preemption.restore()
-    log.info("done in %s; checkpoints in %s; metrics in %s", _fmt_eta(time.perf_counter() - run_start),
-             checkpointer.directory, workdir / "metrics.jsonl")
+    log.info("done in %s", _fmt_eta(time.perf_counter() - run_start))
+    if jax.process_index() == 0:
+        print(results_table(workdir, step, last, checkpointer.latest_step()))
     return last
+
+
+def results_table(workdir: Path, step: int, last: dict[str, float], checkpoint_step: int | None) -> str:
+    """The short summary printed at the end of a run: losses, generation metrics by language, where things are."""
+    lines = [f"\nResults after {step} steps ({workdir})", f"  {'train loss':<28} {last.get('loss', float('nan')):.4f}"]
+    if "eval_loss" in last:
+        lines.append(f"  {'held-out loss':<28} {last['eval_loss']:.4f}")
+    for key in sorted(k for k in last if k.startswith("gen/")):
+        lines.append(f"  {key[4:]:<28} {last[key]:.4g}")
+    lines += [f"  TensorBoard: tensorboard --logdir {workdir / 'tensorboard'}",
+              f"  metrics:     {workdir / 'metrics.jsonl'}",
+              f"  checkpoint:  {workdir / 'checkpoints' / str(checkpoint_step)}" if checkpoint_step is not None
+              else "  checkpoint:  none"]
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -117,3 +117,19 @@ def test_split_is_stable_across_processes(pairs):
 def test_split_rejects_impossible_fractions():
     with pytest.raises(ValueError):
         split_pairs([], validation=0.6, test=0.5)
+
+
+def test_cldr_tokenizer_is_deterministic_and_cached(tmp_path):
+    from pivot_jax.data import formats
+    from pivot_jax.data.cldr import cldr_tokenizer
+
+    first = cldr_tokenizer(["es", "ko"], vocab_size=1024, directory=tmp_path / "a")
+    second = cldr_tokenizer(["ko", "es"], vocab_size=1024, directory=tmp_path / "b")
+    assert (first.vocab_size, first.pad_id, first.bos_id, first.eos_id, first.add_bos_token) == (1024, 0, 1, 2, True)
+    prompt = formats.translation("Germany", "Alemania", "en", "es", 3).inputs
+    assert first.encode(prompt) == second.encode(prompt)
+    assert len(first.encode(prompt)) < len(prompt.split()) * 2  # the templates are learned, not spelled out
+    for text in ("Alemania", "독일", "德国 ¿qué?"):  # byte-level: anything round-trips
+        assert first.decode(first.encode(text)) == text
+    cached = cldr_tokenizer(["es", "ko"], vocab_size=1024, directory=tmp_path / "a")
+    assert cached.encode(prompt) == first.encode(prompt)

@@ -20,8 +20,10 @@ Other locales: fr 1626, de 1602, ja 1619, ar 1432, hi 1375, tr 1620, vi 1559, el
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from babel import Locale, UnknownLocaleError
 from babel.units import get_unit_name
@@ -126,3 +128,29 @@ def split_pairs(pairs: Iterable[Pair], validation: float = 0.05, test: float = 0
         u = _unit_interval(pair.key, seed)
         splits["test" if u < test else "validation" if u < test + validation else "train"].append(pair)
     return splits
+
+
+def cldr_tokenizer(target_langs: Sequence[str], pivot: str = "en", vocab_size: int = 4096,
+                   directory: str | os.PathLike | None = None):
+    """A byte-level BPE trained on the CLDR training pairs of `target_langs` plus the prompt templates.
+
+    It lets a random model train on the built-in data with no downloaded vocabulary (quickstart, tests).
+    Training is deterministic; the result is cached under `directory` (default ~/.cache/pivot_jax/tokenizers).
+    """
+    import babel
+
+    from pivot_jax.data import formats
+    from pivot_jax.tokenizer import Tokenizer
+
+    langs = sorted(set(target_langs))
+    name = f"cldr-{pivot}-{'-'.join(langs)}-{vocab_size}-babel{babel.__version__}"
+    directory = Path(directory or Path.home() / ".cache" / "pivot_jax" / "tokenizers") / name
+    if (directory / "tokenizer.json").is_file():
+        return Tokenizer.from_hf_json(directory)
+    texts = []  # the rendered training examples, both directions: prompts get merges as frequent as they are
+    for lang in langs:
+        for index, pair in enumerate(split_pairs(cldr_pairs(pivot, lang))["train"]):
+            for ex in (formats.translation(pair.source, pair.target, pivot, lang, index),
+                       formats.translation(pair.target, pair.source, lang, pivot, index)):
+                texts.append(ex.inputs + ex.targets)
+    return Tokenizer.train_bpe(texts, vocab_size, directory)

@@ -45,10 +45,15 @@ def build_items(cfg: ConfigDict) -> list[Item]:
         instruction = _translation_instruction(cfg.source_lang, cfg.target_lang)
         items = [Item(f"{cfg.source_lang}-{cfg.target_lang}:{i}", instruction, s, (t,), cfg.target_lang, source=s)
                  for i, s, t in sources.read_parallel(src_file, tgt_file)]
-    elif cfg.set == "cldr":
-        pairs = cldr.split_pairs(cldr.cldr_pairs(cfg.source_lang, cfg.target_lang))["test"]
-        instruction = _translation_instruction(cfg.source_lang, cfg.target_lang)
-        items = [Item(p.key, instruction, p.source, (p.target,), cfg.target_lang, source=p.source) for p in pairs]
+    elif cfg.set == "cldr":  # several targets ("es+zh") give each language's first `limit` items
+        items = []
+        for target in cfg.target_lang.split("+"):
+            pairs = cldr.split_pairs(cldr.cldr_pairs(cfg.source_lang, target))["test"]
+            instruction = _translation_instruction(cfg.source_lang, target)
+            found = [Item(f"{target}:{p.key}", instruction, p.source, (p.target,), target, source=p.source)
+                     for p in pairs]
+            items += found[:cfg.limit] if cfg.limit > 0 else found
+        return items
     elif cfg.set == "qa":
         prompt_lang = cfg.qa_prompt_lang or cfg.target_lang
         if prompt_lang not in formats.QA_PROMPTS:
