@@ -228,13 +228,12 @@ def write_results(output: Path, cfg: ConfigDict, model_spec: str, results: list[
 
 def main(argv: list[str]) -> None:
     from absl import flags
-    from absl import logging as absl_logging
+
+    from pivot_jax.cli import setup_logging
 
     del argv
     f = flags.FLAGS
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", force=True)
-    absl_logging.set_verbosity(absl_logging.WARNING)
-    log.setLevel(logging.INFO)
+    setup_logging("pivot_jax")
     tags = dict(tag.split("=", 1) for tag in f.tag)
     output = Path(f.output or Path("runs") / "eval" / protocol_name(f.config).replace("/", "_"))
     judge = None

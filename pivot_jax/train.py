@@ -499,12 +499,11 @@ def initialize_distributed(coordinator: str | None, num_processes: int | None, p
 def main(argv: list[str]) -> None:
     from absl import flags
 
+    from pivot_jax.cli import setup_logging
+
     del argv
     f = flags.FLAGS
-    # Our progress at INFO; libraries (Orbax, absl) only when they warn.
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", force=True)
-    logging.getLogger("absl").setLevel(logging.WARNING)
-    log.setLevel(logging.INFO)
+    setup_logging("pivot_jax")
     initialize_distributed(f.coordinator_address, f.num_processes, f.process_id)
     train(f.config, f.workdir)
 

@@ -57,11 +57,12 @@ def stats(name: str, tokenizer, split: str, seq_len: int, overflow: str, stream)
 
 
 def main(argv: list[str]) -> None:
-    from absl import flags, logging
+    from absl import flags
 
     from pivot_jax import train
+    from pivot_jax.cli import setup_logging
 
-    logging.set_verbosity(logging.WARNING)  # seqio logs every feature at INFO
+    setup_logging()  # seqio logs every feature at INFO
     f = flags.FLAGS
     if len(argv) < 2 or argv[1] not in COMMANDS:
         raise SystemExit(f"usage: {__doc__}")
