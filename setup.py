@@ -35,6 +35,7 @@ setup(
         "babel>=2.14",
         "sacrebleu>=2.6,<2.7",  # spBLEU's local-model hook relies on 2.6 internals (pivot_jax/eval/metrics.py)
         "py3langid>=0.4,<0.5",
+        "matplotlib>=3.9,<4",  # report plots
     ],
     extras_require={
         # Parity tests build reference models with PyTorch (CPU) + transformers; no weights are downloaded.

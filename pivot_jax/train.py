@@ -15,7 +15,6 @@ import json
 import logging
 import math
 import signal
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -400,10 +399,17 @@ def train(config: ConfigDict, workdir: str | Path) -> dict[str, float]:
     peak = throughput.peak_tflops()
     metrics_log = MetricsLog(workdir)
     preemption = _Preemption()
-    log.info("model %s: %s parameters | mesh %s | %d steps x %d tokens", config.model.preset or "pretrained",
+    log.info("model %s: %s parameters | mesh %s | %d steps x %d tokens", config.model.init_from or config.model.preset,
              f"{s.model_cfg.num_params():,}", dict(s.mesh.shape), total_steps, tokens_per_step)
 
     generation_eval = _generation_eval(s, workdir) if config.eval.generate_every_steps else None
+    if generation_eval and config.eval.generate_at_start and start_step == 0:
+        with s.activate():
+            before = generation_eval(state["params"], 0)
+            if config.eval.every_steps:
+                before["eval_loss"] = run_eval(s, state["params"])
+        metrics_log.write(0, before)
+        log.info("step 0 (before training): %s", " | ".join(f"{k} {v:.4g}" for k, v in sorted(before.items())))
     pending: list[tuple[int, dict[str, jax.Array]]] = []
     last: dict[str, float] = {}
     window_start, window_steps, run_start = time.perf_counter(), 0, time.perf_counter()
@@ -459,21 +465,37 @@ def train(config: ConfigDict, workdir: str | Path) -> dict[str, float]:
         preemption.restore()
     log.info("done in %s", _fmt_eta(time.perf_counter() - run_start))
     if jax.process_index() == 0:
-        print(results_table(workdir, step, last, checkpointer.latest_step()))
+        report = None
+        if generation_eval:
+            from pivot_jax.report import write_report
+
+            report = write_report([workdir], workdir)[0]
+        logged = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines() if line]
+        start = next((row for row in logged if row["step"] == 0), None)
+        print(results_table(workdir, step, last, checkpointer.latest_step(), report, start))
     return last
 
 
-def results_table(workdir: Path, step: int, last: dict[str, float], checkpoint_step: int | None) -> str:
-    """The short summary printed at the end of a run: losses, generation metrics by language, where things are."""
-    lines = [f"\nResults after {step} steps ({workdir})", f"  {'train loss':<28} {last.get('loss', float('nan')):.4f}"]
-    if "eval_loss" in last:
-        lines.append(f"  {'held-out loss':<28} {last['eval_loss']:.4f}")
-    for key in sorted(k for k in last if k.startswith("gen/")):
-        lines.append(f"  {key[4:]:<28} {last[key]:.4g}")
+def results_table(workdir: Path, step: int, last: dict[str, float], checkpoint_step: int | None,
+                  report: Path | None = None, start: dict[str, float] | None = None) -> str:
+    """The short summary printed at the end of a run: losses and generation metrics by language (beside the
+    step-0 values of `start` when the run evaluated its starting weights), and where things are."""
+    start = start or {}
+    fmt = lambda v: f"{v:>10.4g}" if v is not None else " " * 10  # noqa: E731
+    lines = [f"\nResults after {step} steps ({workdir})"]
+    if start:
+        lines.append(f"  {'':<28} {'step 0':>10} {'step ' + str(step):>10}")
+    rows = [("train loss", "loss"), ("held-out loss", "eval_loss")] + [
+        (key[4:], key) for key in sorted(k for k in last if k.startswith("gen/"))]
+    for label, key in rows:
+        if key in last:
+            lines.append(f"  {label:<28} " + (f"{fmt(start.get(key))} " if start else "") + fmt(last[key]))
     lines += [f"  TensorBoard: tensorboard --logdir {workdir / 'tensorboard'}",
               f"  metrics:     {workdir / 'metrics.jsonl'}",
               f"  checkpoint:  {workdir / 'checkpoints' / str(checkpoint_step)}" if checkpoint_step is not None
               else "  checkpoint:  none"]
+    if report is not None:
+        lines.append(f"  report:      {report} (+ {report.with_suffix('.png').name}: before/after, loss curves)")
     return "\n".join(lines)
 
 

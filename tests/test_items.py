@@ -41,6 +41,27 @@ def test_sets_from_the_real_files(shared):
     assert len(mgsm) == 250 and mgsm[0].references[0].replace(",", "").isdigit()
 
 
+def test_held_out_items_are_what_training_held_out(shared):
+    from pivot_jax.data.sources import in_validation_split, read_instruction_records
+
+    path = str(shared / "xquad/xquad.es.json")
+    items = build_items(cfg(set="qa", target_lang="es", qa_prompt_lang="none", file=path, held_out_fraction=0.2))
+    held = {r["id"] for r in read_instruction_records(path) if in_validation_split(r["group"], 0.2)}
+    assert {i.id for i in items} == held and 100 < len(held) < 500
+    assert items[0].input.startswith(items[0].references[0][:0]) and items[0].instruction.endswith("?")
+    assert items[0].references[0] in items[0].input  # bare question + context
+    assert render_prompt(items[0], "plug_monolingual").endswith(
+        f"<|user|>\n{items[0].instruction}\n\n{items[0].input}\n<|assistant|>\n")
+    assert len(build_items(cfg(set="qa", target_lang="es", qa_prompt_lang="none", file=path, held_out_fraction=0.2,
+                               limit=7))) == 7
+    flores = dict(set="translation", source_lang="en", target_lang="es", flores_dir=str(shared / "flores200_devtest"))
+    held_pairs = build_items(cfg(**flores, held_out_fraction=0.1))
+    assert {i.group for i in held_pairs} == {i.group for i in build_items(cfg(**flores))
+                                             if in_validation_split(i.group, 0.1)}
+    with pytest.raises(ValueError, match="keeps no item"):
+        build_items(cfg(**flores, held_out_fraction=1e-9))
+
+
 def test_cldr_test_split_needs_no_files():
     items = build_items(cfg(set="cldr", source_lang="en", target_lang="it"))
     assert 100 < len(items) < 250 and all(i.references[0] for i in items)

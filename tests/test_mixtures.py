@@ -109,6 +109,22 @@ def test_plug_and_monolingual_baseline(vocab, plug_files):
     assert "Please respond to the following user message in Spanish." in mono["inputs"]
 
 
+def test_plug_from_parallel_squad_files_holds_out_whole_articles(vocab):
+    if not SHARED.exists():
+        pytest.skip(f"{SHARED} is absent")
+    d = data_config(method="plug", langs="es", alpaca_pivot=str(SHARED / "xquad/xquad.en.json"),
+                    alpaca_target=str(SHARED / "xquad/xquad.{lang}.json"), validation_fraction=0.2)
+    mixtures.build(d, vocab, 100_000)
+    train, held = _examples("pivot_plug_es", "train"), _examples("pivot_plug_es", "validation")
+    assert len(train) + len(held) == 1190 and 100 < len(held) < 500
+    context = lambda e: e["inputs"].split("<|user|>\n")[1].split("\n\n", 1)[1]  # noqa: E731
+    assert not {context(e) for e in train} & {context(e) for e in held}  # no article on both sides
+    first = train[0]
+    assert first["targets"].startswith("English response: ") and "\nRespuesta en español: " in first["targets"]
+    english, spanish = first["targets"].split("\nRespuesta en español: ")
+    assert spanish in context(first)
+
+
 def test_xinstruct(vocab, tmp_path):
     (tmp_path / "sw.jsonl").write_text(json.dumps({"instruction": "Describe the sea.", "output": "Bahari ni kubwa."}))
     mixtures.build(data_config(method="xinstruct", langs="sw", xinstruct_file=str(tmp_path / "{lang}.jsonl"),

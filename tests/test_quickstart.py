@@ -23,5 +23,8 @@ def test_quickstart_runs_end_to_end(tmp_path):
     for line in ("train loss", "held-out loss", "chrf++/zh", "language_fidelity/ko", "TensorBoard:", "checkpoint:"):
         assert line in result.stdout, line
     records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == [6, 12] and records[1]["loss"] < records[0]["loss"]
+    assert [r["step"] for r in records] == [0, 6, 12] and records[2]["loss"] < records[1]["loss"]
+    assert records[2]["eval_loss"] < records[0]["eval_loss"]  # held-out loss before training vs after
     assert (tmp_path / "checkpoints" / "12").is_dir()
+    report = (tmp_path / "report.md").read_text()
+    assert "@ step 0" in report and "@ step 12" in report and "| chrf++/ko |" in report

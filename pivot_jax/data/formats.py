@@ -179,6 +179,12 @@ def qa(context: str, question: str, answer: str, language: str, id: str = "") ->
 # ---------------------------------------------------------------------------------------------------------------
 # PLUG
 
+def user_message(instruction: str, input: str = "") -> str:
+    """One user turn from an Alpaca-style record: the instruction, then its input (if any) after a blank line.
+    Training data (PLUG) and evaluation prompts both use it, so what a model is tested on is what it learned."""
+    return f"{instruction}\n\n{input}" if input else instruction
+
+
 PLUG_CHAT_TEMPLATE = "<|system|>\n{system}\n<|user|>\n{instruction}\n<|assistant|>\n"
 PLUG_CHAT_TEMPLATE_NO_SYSTEM = "<|user|>\n{instruction}\n<|assistant|>\n"
 PLUG_SYSTEM_PROMPT = ("Please interpret the instruction in English, and then respond both in English and in "

@@ -14,7 +14,6 @@ ones. Validation examples are held out by a stable hash of each item's key (or C
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -61,16 +60,11 @@ def parse_fields(text: str) -> dict[str, str] | None:
     return mapping
 
 
-def _is_validation(key: str, fraction: float) -> bool:
-    digest = hashlib.sha256(key.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
-
-
 def hold_out(items: Sequence[Any], key: Callable[[Any], str], fraction: float) -> dict[str, list[Any]]:
     """Train / validation by a stable hash of each item's key (same item, same split, every run)."""
     splits: dict[str, list[Any]] = {"train": [], "validation": []}
     for item in items:
-        splits["validation" if _is_validation(key(item), fraction) else "train"].append(item)
+        splits["validation" if sources.in_validation_split(key(item), fraction) else "train"].append(item)
     return splits
 
 
@@ -90,7 +84,7 @@ def _records(path: str, data: ConfigDict, required: Sequence[str]) -> list[dict[
     """Instruction records from a JSON/JSONL file, or from a TFDS name when `data.tfds_dir` is set."""
     if data.tfds_dir:
         return _tfds_rows(path, data.tfds_dir)
-    return sources.read_records(path, parse_fields(data.alpaca_fields), required)
+    return sources.read_instruction_records(path, parse_fields(data.alpaca_fields), required)
 
 
 def translation_pairs(data: ConfigDict, lang: str) -> dict[str, list[tuple[int, str, str]]]:
@@ -112,7 +106,7 @@ def translation_pairs(data: ConfigDict, lang: str) -> dict[str, list[tuple[int, 
 
 def _alpaca_records(path: str, data: ConfigDict) -> dict[str, list[dict[str, Any]]]:
     records = _records(path, data, required=("instruction", "output"))
-    return hold_out(records, key=lambda r: f"{r['instruction']}\t{r.get('input', '')}",
+    return hold_out(records, key=lambda r: r.get("group") or f"{r['instruction']}\t{r.get('input', '')}",
                     fraction=data.validation_fraction)
 
 
@@ -172,7 +166,8 @@ def build(data: ConfigDict, vocabulary: Any, max_length: int) -> str:
         for lang in langs:
             target = _records(data.alpaca_target.format(lang=lang), data, ("id", "instruction", "output"))
             joined = sources.join_by_id(pivot, target)
-            split = hold_out(joined.pairs, key=lambda pair: str(pair[0]["id"]), fraction=data.validation_fraction)
+            split = hold_out(joined.pairs, key=lambda pair: str(pair[0].get("group") or pair[0]["id"]),
+                             fraction=data.validation_fraction)
             if method == "plug":
                 render = lambda p, t, lang=lang: formats.plug(  # noqa: E731
                     _with_input(t), p["output"], t["output"], lang, pivot=data.pivot, id=str(p["id"]))
@@ -194,8 +189,7 @@ def build(data: ConfigDict, vocabulary: Any, max_length: int) -> str:
 
 
 def _with_input(record: dict[str, Any]) -> str:
-    """PLUG's user turn: the instruction, followed by the Alpaca input when there is one."""
-    return f"{record['instruction']}\n{record['input']}" if record.get("input") else record["instruction"]
+    return formats.user_message(record["instruction"], record.get("input") or "")
 
 
 def _rates(task_names: list[str], mixing: str) -> list[str | tuple[str, float]]:

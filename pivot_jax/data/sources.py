@@ -8,6 +8,7 @@ on "\\n" only, so a stray carriage return inside a sentence cannot shift a paral
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -137,6 +138,36 @@ def read_records(path: PathLike, fields: Mapping[str, str] | None = None,
     return [record for _, record in _located_records(path, fields, required)]
 
 
+def _is_squad(path: PathLike) -> bool:
+    text = _read_text(path).lstrip()
+    if not text.startswith("{"):
+        return False
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError:
+        return False  # JSON lines
+    return isinstance(document, dict) and "data" in document
+
+
+def read_instruction_records(path: PathLike, fields: Mapping[str, str] | None = None,
+                             required: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Alpaca-style records from a JSON-list / JSON-lines file (`read_records`), or from a SQuAD-layout QA file
+    (XQuAD, MLQA): one record per question, `{id, instruction: question, input: context, output: first answer,
+    group: "article:N"}`. XQuAD's files are parallel (same ids and article order in every language), so two of
+    them join by id into PLUG data; `group` keeps every question about one article in the same split."""
+    if not _is_squad(path):
+        return read_records(path, fields, required)
+    return [{"id": r["id"], "instruction": r["question"], "input": r["context"], "output": r["answers"][0],
+             "group": f"article:{r['article']}"} for r in read_squad(path) if r["answers"]]
+
+
+def in_validation_split(key: str, fraction: float) -> bool:
+    """Whether the item with this key is held out at `fraction`: a stable hash, so the same item lands in the
+    same split in every run, for training (`data.validation_fraction`) and evaluation (`held_out_fraction`)."""
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Parallel text: (line_index, source, target), line_index 0-based over every line, empty pairs skipped
 
@@ -232,7 +263,8 @@ def _get(obj: Any, key: str, kind: type, where: str) -> Any:
 
 
 def read_squad(path: PathLike) -> list[dict[str, Any]]:
-    """SQuAD-v1.1-layout QA (SQuAD, XQuAD, MLQA): one `{id, context, question, answers: [text, ...]}` per question.
+    """SQuAD-v1.1-layout QA (SQuAD, XQuAD, MLQA): one `{id, context, question, answers: [text, ...], article}` per
+    question (`article`: the 0-based index of its article in the file).
 
     Errors name the position as a JSON path (e.g. `data[3].paragraphs[0].qas[2]`).
     """
@@ -247,7 +279,7 @@ def read_squad(path: PathLike) -> list[dict[str, Any]]:
                 answers = [_get(answer, "text", str, f"{qa_where}.answers[{n}]")
                            for n, answer in enumerate(_get(qa, "answers", list, qa_where))]
                 examples.append({"id": _get(qa, "id", str, qa_where), "context": context,
-                                 "question": _get(qa, "question", str, qa_where), "answers": answers})
+                                 "question": _get(qa, "question", str, qa_where), "answers": answers, "article": a})
     if not examples:
         raise DataError(f"{path}: no questions")
     return examples

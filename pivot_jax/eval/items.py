@@ -28,6 +28,7 @@ class Item:
     language: str  # the language the answer should be in
     source: str = ""  # the text to translate / the question, for reports and COMET
     dataset: str = ""  # source dataset (AlpacaEval's `dataset` field), for per-dataset breakdowns
+    group: str = ""  # the key training splits hold out by (a QA article, a sentence pair); empty = the id
 
 
 def _translation_instruction(src: str, tgt: str) -> str:
@@ -36,15 +37,16 @@ def _translation_instruction(src: str, tgt: str) -> str:
 
 
 def build_items(cfg: ConfigDict) -> list[Item]:
-    """The evaluation set `cfg.set` (first `cfg.limit` items when > 0)."""
+    """The evaluation set `cfg.set` (only the items held out at `cfg.held_out_fraction` when > 0; then the first
+    `cfg.limit` items when > 0)."""
     if cfg.set not in SETS:
         raise ValueError(f"eval set must be one of {SETS}, got {cfg.set!r}")
     if cfg.set == "translation":
         src_file = cfg.source_file or sources.flores_path(cfg.flores_dir, cfg.source_lang)
         tgt_file = cfg.target_file or sources.flores_path(cfg.flores_dir, cfg.target_lang)
         instruction = _translation_instruction(cfg.source_lang, cfg.target_lang)
-        items = [Item(f"{cfg.source_lang}-{cfg.target_lang}:{i}", instruction, s, (t,), cfg.target_lang, source=s)
-                 for i, s, t in sources.read_parallel(src_file, tgt_file)]
+        items = [Item(f"{cfg.source_lang}-{cfg.target_lang}:{i}", instruction, s, (t,), cfg.target_lang, source=s,
+                      group=f"{s}\t{t}") for i, s, t in sources.read_parallel(src_file, tgt_file)]
     elif cfg.set == "cldr":  # several targets ("es+zh") give each language's first `limit` items
         items = []
         for target in cfg.target_lang.split("+"):
@@ -54,14 +56,18 @@ def build_items(cfg: ConfigDict) -> list[Item]:
                      for p in pairs]
             items += found[:cfg.limit] if cfg.limit > 0 else found
         return items
+    elif cfg.set == "qa" and cfg.qa_prompt_lang == "none":  # the question as instruction, the context as input
+        items = [Item(r["id"], r["question"], r["context"], tuple(r["answers"]), cfg.target_lang, source=r["question"],
+                      group=f"article:{r['article']}") for r in sources.read_squad(cfg.file)]
     elif cfg.set == "qa":
         prompt_lang = cfg.qa_prompt_lang or cfg.target_lang
         if prompt_lang not in formats.QA_PROMPTS:
             raise ValueError(f"no x-LLaMA QA prompt for {prompt_lang!r} (known: {sorted(formats.QA_PROMPTS)}); set "
-                             "qa_prompt_lang (e.g. en) or add one with pivot_jax.data.formats.register_qa_prompt")
+                             "qa_prompt_lang (e.g. en, or none for the bare question and context) or add one with "
+                             "pivot_jax.data.formats.register_qa_prompt")
         instruction, layout = formats.QA_PROMPTS[prompt_lang]
         items = [Item(r["id"], instruction, layout.format(context=r["context"], question=r["question"]),
-                      tuple(r["answers"]), cfg.target_lang, source=r["question"])
+                      tuple(r["answers"]), cfg.target_lang, source=r["question"], group=f"article:{r['article']}")
                  for r in sources.read_squad(cfg.file)]
     elif cfg.set == "alpaca_eval":
         items = [Item(str(r["id"]), r["instruction"], "", (), cfg.target_lang, source=r["instruction"],
@@ -69,6 +75,10 @@ def build_items(cfg: ConfigDict) -> list[Item]:
     else:
         items = [Item(f"mgsm:{i}", r["question"], "", (r["answer"],), cfg.target_lang, source=r["question"])
                  for i, r in enumerate(sources.read_mgsm(cfg.file))]
+    if cfg.held_out_fraction > 0:  # exactly what a training run on the same file held out
+        items = [item for item in items if sources.in_validation_split(item.group or item.id, cfg.held_out_fraction)]
+        if not items:
+            raise ValueError(f"held_out_fraction={cfg.held_out_fraction} keeps no item of {cfg.set!r}")
     return items[:cfg.limit] if cfg.limit > 0 else items
 
 
@@ -76,7 +86,7 @@ def render_prompt(item: Item, prompt_format: str, tokenizer: Any = None, pivot: 
     """The prompt text the model completes, in `prompt_format`."""
     if prompt_format not in FORMATS:
         raise ValueError(f"prompt format must be one of {FORMATS}, got {prompt_format!r}")
-    user = f"{item.instruction}\n\n{item.input}" if item.input else item.instruction
+    user = formats.user_message(item.instruction, item.input)
     if prompt_format == "alpaca":
         return formats.alpaca(item.instruction, item.input, "").inputs
     if prompt_format == "chat":

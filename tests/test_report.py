@@ -1,0 +1,80 @@
+"""Run reports: before/after tables from a trainer workdir's results index, side-by-side runs, plots, errors."""
+
+import json
+
+import pytest
+
+from pivot_jax import report
+
+
+def make_run(path, evals, losses=()):
+    """A workdir as the trainer leaves it: one index line per (step, metric), one metrics line per log."""
+    path.mkdir(parents=True)
+    with open(path / "results_index.jsonl", "w") as f:
+        for step, values in evals.items():
+            for metric, value in values.items():
+                f.write(json.dumps({"model": f"{path}@step{step}", "metric": metric, "value": value, "samples": 10,
+                                    "protocol": f"qa/es/{path.name}/greedy", "step": str(step)}) + "\n")
+    with open(path / "metrics.jsonl", "w") as f:
+        for row in losses:
+            f.write(json.dumps(row) + "\n")
+    return path
+
+
+def table_rows(text):
+    return {cells[0]: cells[1:] for cells in
+            ([c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| "))}
+
+
+def test_one_run_before_and_after(tmp_path):
+    run = make_run(tmp_path / "coit", {0: {"chrf++": 15.8, "language_fidelity": 0.91},
+                                       80: {"chrf++": 31.25, "language_fidelity": 0.99}},
+                   [{"step": 0, "eval_loss": 2.5, "gen/chrf++": 15.8}, {"step": 5, "loss": 2.0},
+                    {"step": 80, "loss": 1.2, "eval_loss": 1.4}])
+    md, png = report.write_report([run], run)
+    rows = table_rows(md.read_text())
+    assert rows["metric"] == ["coit @ step 0", "coit @ step 80", "change"]
+    assert rows["chrf++"] == ["15.8", "31.25", "+15.45"]
+    assert rows["language_fidelity"] == ["0.91", "0.99", "+0.08"]
+    assert "train loss 2.0000 (step 5) -> 1.2000 (step 80)" in md.read_text()
+    assert "held-out loss 2.5000 (step 0) -> 1.4000 (step 80)" in md.read_text()
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_runs_side_by_side_with_metrics_one_lacks(tmp_path, capsys):
+    plug = make_run(tmp_path / "plug", {0: {"f1": 0.0, "plug_marker_not_found": 100.0},
+                                        50: {"f1": 30.0, "plug_marker_not_found": 2.0}})
+    mono = make_run(tmp_path / "mono", {0: {"f1": 5.0}, 50: {"f1": 25.0}})
+    report.main([str(plug), str(mono), "--output", str(tmp_path / "cmp"), "--names", "PLUG,mono"])
+    rows = table_rows((tmp_path / "cmp" / "report.md").read_text())
+    assert rows["metric"] == ["PLUG @ step 0", "PLUG @ step 50", "mono @ step 0", "mono @ step 50", "mono − PLUG"]
+    assert rows["f1"] == ["0", "30", "5", "25", "-5"]  # the runs' final numbers compared
+    assert rows["plug_marker_not_found"] == ["100", "2", "—", "—", "—"]
+    assert (tmp_path / "cmp" / "report.png").is_file()
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_a_resumed_step_replaces_its_earlier_evaluation(tmp_path):
+    run = make_run(tmp_path / "r", {0: {"bleu": 1.0}, 10: {"bleu": 2.0}})
+    with open(run / "results_index.jsonl", "a") as f:
+        f.write(json.dumps({"metric": "bleu", "value": 3.0, "samples": 10, "protocol": "p", "step": "10"}) + "\n")
+    assert report.read_run(run).evals[10]["bleu"][0] == 3.0
+
+
+def test_errors_name_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="absent"):
+        report.read_run(tmp_path / "absent")
+    empty = make_run(tmp_path / "empty", {})
+    with pytest.raises(ValueError, match="no generation evaluations in empty.*generate_at_start"):
+        report.write_report([empty], tmp_path / "out")
+    broken = make_run(tmp_path / "broken", {0: {"bleu": 1.0}})
+    with open(broken / "results_index.jsonl", "a") as f:
+        f.write("{not json\n")
+    with pytest.raises(ValueError, match=r"broken/results_index.jsonl: line 2: invalid JSON"):
+        report.read_run(broken)
+    standalone = make_run(tmp_path / "standalone", {})
+    (standalone / "results_index.jsonl").write_text(json.dumps({"metric": "bleu", "value": 1.0}) + "\n")
+    with pytest.raises(ValueError, match="without 'step'"):
+        report.read_run(standalone)
+    with pytest.raises(SystemExit):
+        report.main([str(broken), str(empty)])  # several runs need --output
