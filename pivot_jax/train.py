@@ -422,7 +422,10 @@ def train(config: ConfigDict, workdir: str | Path) -> dict[str, float]:
                 step += 1
                 window_steps += 1
                 pending.append((step, metrics))
-                log_now = step % config.train.log_every_steps == 0 or step == total_steps
+                # Evaluation steps are logged steps too, so their cadence does not depend on log_every_steps.
+                log_now = (step % config.train.log_every_steps == 0 or step == total_steps
+                           or any(every and step % every == 0
+                                  for every in (config.eval.every_steps, config.eval.generate_every_steps)))
                 save_now = checkpointer.due(step) or step == total_steps or preemption.requested
                 if step == start_step + 1 and not log_now:  # compilation is not throughput
                     jax.block_until_ready(metrics)

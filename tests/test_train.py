@@ -247,15 +247,15 @@ def test_unknown_override_or_wrong_type_stops_before_running(tmp_path):
 
 def test_progress_line_metrics_and_tensorboard(tmp_path):
     result = subprocess.run(_train_cmd(tmp_path, "--config.train.steps=6", "--config.train.log_every_steps=3",
-                                       "--config.eval.every_steps=6"),
+                                       "--config.eval.every_steps=4"),
                             env=_env(), capture_output=True, text=True, check=True)
-    line = next(l for l in result.stderr.splitlines() if "step 6/6" in l)
+    line = next(l for l in result.stderr.splitlines() if "step 4/6" in l)
     for part in ("loss", "eval", "lr", "tok/s", "TFLOP/s/device", "MFU n/a (cpu)", "ETA"):
         assert part in line, line
     records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == [3, 6]
+    assert [r["step"] for r in records] == [3, 4, 6]  # evaluation steps are logged whatever log_every_steps is
     assert {"step", "loss", "lr", "tokens_per_sec", "tflops_per_device"} <= set(records[0])
-    assert "eval_loss" in records[1]
+    assert ["eval_loss" in r for r in records] == [False, True, False]
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert json.loads((tmp_path / "config.json").read_text())["train"]["steps"] == 6
 
