@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
 
 log = logging.getLogger(__name__)
@@ -52,3 +53,26 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def step_directory(workdir: str | Path, step: int | None = None) -> Path:
+    """WORKDIR/checkpoints/STEP of a trainer run (default: the latest complete one)."""
+    directory = Path(workdir).absolute() / "checkpoints"
+    steps = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
+    if not steps:
+        raise FileNotFoundError(f"{workdir}: no checkpoints/<step> (not a trainer workdir, or nothing saved yet)")
+    if step is None:
+        step = steps[-1]
+    elif step not in steps:
+        raise FileNotFoundError(f"{workdir}: no checkpoint of step {step} (saved steps: {steps})")
+    return directory / str(step)
+
+
+def restore_params(step_dir: Path, abstract_params: Any) -> Any:
+    """Only the parameters of a training checkpoint (no optimizer state is read), cast and placed as
+    `abstract_params` (a tree of `jax.ShapeDtypeStruct` with shardings) says."""
+    restore_args = jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding, dtype=a.dtype), abstract_params)
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        restored = checkpointer.restore(step_dir / STATE, args=ocp.args.PyTreeRestore(
+            item={"params": abstract_params}, restore_args={"params": restore_args}, partial_restore=True))
+    return restored["params"]

@@ -256,7 +256,7 @@ def cli() -> None:
     from ml_collections import config_flags
 
     config_flags.DEFINE_config_file("config", None, "eval config (configs/eval/FILE.py[:ARGS])", lock_config=True)
-    flags.DEFINE_string("model", None, "hf:DIR | gguf:FILE | orbax:DIR")
+    flags.DEFINE_string("model", None, "hf:DIR | gguf:FILE | orbax:DIR | run:WORKDIR[@STEP] (a trainer run)")
     flags.DEFINE_string("output", None, "where predictions and results go (default runs/eval/<protocol>)")
     flags.DEFINE_string("results_index", "runs/results_index.jsonl", "JSONL index appended with every metric")
     flags.DEFINE_multi_string("tag", [], "KEY=VALUE recorded in the index (e.g. pairs=1000 for scaling laws)")

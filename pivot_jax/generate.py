@@ -142,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pivot_jax.pretrained import load_pretrained
 
     parser = argparse.ArgumentParser(prog="python -m pivot_jax.generate", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="hf:DIR | gguf:FILE | orbax:DIR")
+    parser.add_argument("--model", required=True, help="hf:DIR | gguf:FILE | orbax:DIR | run:WORKDIR[@STEP]")
     parser.add_argument("--prompt", action="append", required=True, help="repeat for a batch")
     parser.add_argument("--max_new_tokens", type=int, default=64)
     parser.add_argument("--chat", action="store_true", help="wrap each prompt in the model's chat template")

@@ -1,8 +1,11 @@
-"""`load_pretrained("hf:DIR" | "gguf:FILE" | "orbax:DIR")`: a model, its parameters and its tokenizer."""
+"""`load_pretrained("hf:DIR" | "gguf:FILE" | "orbax:DIR" | "run:WORKDIR[@STEP]")`: a model, its parameters and
+its tokenizer. `run:` reads a trainer workdir: the architecture from its config.json, the parameters of its
+latest (or STEP's) checkpoint, the tokenizer it trained with."""
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +20,7 @@ from pivot_jax import model as model_lib
 from pivot_jax.generate import Sampling, generate_ids
 from pivot_jax.tokenizer import Tokenizer
 
-SCHEMES = ("hf", "gguf", "orbax")
+SCHEMES = ("hf", "gguf", "orbax", "run")
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -101,11 +104,31 @@ class Pretrained:
 def parse_spec(spec: str) -> tuple[str, Path]:
     scheme, sep, path = spec.partition(":")
     if not sep or scheme not in SCHEMES or not path:
-        raise ValueError(f"model spec {spec!r} must look like hf:DIR, gguf:FILE or orbax:DIR")
+        raise ValueError(f"model spec {spec!r} must look like hf:DIR, gguf:FILE, orbax:DIR or run:WORKDIR[@STEP]")
+    if scheme == "run":
+        path = _run_spec(path)[0]
     resolved = Path(path).expanduser()
     if not resolved.exists():
         raise FileNotFoundError(f"model spec {spec!r}: {resolved} does not exist")
     return scheme, resolved
+
+
+def _run_spec(path: str) -> tuple[str, int | None]:
+    """`WORKDIR` or `WORKDIR@STEP` -> (WORKDIR, STEP or None for the latest)."""
+    workdir, at, step = path.rpartition("@")
+    if at and step.isdigit():
+        return workdir, int(step)
+    return path, None
+
+
+def _run_config(spec: str) -> Any:
+    """The resolved training config a `run:` workdir saved (config.json)."""
+    from ml_collections import ConfigDict
+
+    path = parse_spec(spec)[1] / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{spec}: {path} is missing (not a trainer workdir)")
+    return ConfigDict(json.loads(path.read_text()))
 
 
 def load_pretrained(spec: str, dtype: str | None = None, param_dtype: str | None = None) -> Pretrained:
@@ -122,8 +145,11 @@ def load_pretrained(spec: str, dtype: str | None = None, param_dtype: str | None
 
 
 def read_config(spec: str) -> model_lib.LlamaConfig:
-    """The architecture stored with `hf:DIR`, `gguf:FILE` or `orbax:DIR` weights."""
+    """The architecture stored with `hf:DIR`, `gguf:FILE` or `orbax:DIR` weights, or trained in `run:WORKDIR`."""
     scheme, path = parse_spec(spec)
+    if scheme == "run":
+        from pivot_jax.train import model_config
+        return model_config(_run_config(spec))
     if scheme == "hf":
         from pivot_jax.convert import hf
         return hf.read_config(path)
@@ -142,6 +168,11 @@ def load_params_onto(spec: str, cfg: model_lib.LlamaConfig, shardings: dict[str,
     if scheme == "orbax":
         from pivot_jax.convert import model_dir
         return model_dir.load_params(path, cfg, shardings=shardings)[1]
+    if scheme == "run":
+        from pivot_jax.checkpoint import restore_params, step_directory
+        from pivot_jax.convert import model_dir
+        return restore_params(step_directory(path, _run_spec(spec.partition(":")[2])[1]),
+                              model_dir.abstract_params(cfg, shardings=shardings))
 
     def place(param_path: tuple[str, ...], array: np.ndarray) -> jax.Array:
         node = shardings
@@ -159,13 +190,19 @@ def load_params_onto(spec: str, cfg: model_lib.LlamaConfig, shardings: dict[str,
 
 
 def load_tokenizer(spec: str) -> Tokenizer:
-    """The tokenizer stored with `hf:DIR`, `gguf:FILE` or `orbax:DIR` weights, or `cldr:es,zh` (a BPE
-    trained on the built-in CLDR data of those languages, for random models)."""
+    """The tokenizer stored with `hf:DIR`, `gguf:FILE` or `orbax:DIR` weights, the one a `run:WORKDIR` trained
+    with, or `cldr:es,zh` (a BPE trained on the built-in CLDR data of those languages, for random models)."""
     if spec.startswith("cldr:"):
         from pivot_jax.data.cldr import cldr_tokenizer
 
         return cldr_tokenizer([lang.strip() for lang in spec[5:].replace("+", ",").split(",") if lang.strip()])
     scheme, path = parse_spec(spec)
+    if scheme == "run":  # the tokenizer the run trained with
+        config = _run_config(spec)
+        tokenizer_spec = config.data.tokenizer or config.model.init_from
+        if not tokenizer_spec:
+            raise FileNotFoundError(f"{spec}: the run names no tokenizer (data.tokenizer and model.init_from empty)")
+        return load_tokenizer(tokenizer_spec)
     if scheme == "gguf":
         return Tokenizer.from_gguf(path)
     if scheme == "orbax":

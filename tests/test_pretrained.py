@@ -83,7 +83,7 @@ def test_generate_cli(smollm2_gguf):
 
 
 def test_bad_specs_are_named(tmp_path):
-    with pytest.raises(ValueError, match="hf:DIR, gguf:FILE or orbax:DIR"):
+    with pytest.raises(ValueError, match="hf:DIR, gguf:FILE, orbax:DIR or run:WORKDIR"):
         pivot_jax.load_pretrained("weights.bin")
     with pytest.raises(FileNotFoundError, match="nowhere"):
         pivot_jax.load_pretrained(f"hf:{tmp_path / 'nowhere'}")

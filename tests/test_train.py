@@ -329,3 +329,28 @@ def test_generation_eval_at_checkpoints(tmp_path, smollm2_gguf):
     assert (tmp_path / "report.png").stat().st_size > 0
     train.train(config, tmp_path)  # finished: resuming evaluates nothing again
     assert len((tmp_path / "results_index.jsonl").read_text().splitlines()) == len(index)
+
+
+def test_trained_run_loads_as_a_model(tmp_path):
+    """`run:WORKDIR[@STEP]`: a finished run's weights for evaluate / generate / export, without optimizer state."""
+    import pivot_jax
+
+    config = tiny_config(**{"train.steps": 4, "checkpoint.every_steps": 2, "model.dtype": "bfloat16"})
+    train.train(config, tmp_path)
+    s = train.setup(config)
+    checkpointer = Checkpointer(tmp_path, 0, 3, async_save=False)
+    with s.activate():
+        state, _ = checkpointer.restore(4, s.abstract_state)
+        early, _ = checkpointer.restore(2, s.abstract_state)
+    checkpointer.close()
+    loaded = pivot_jax.load_pretrained(f"run:{tmp_path}")
+    assert loaded.config.dtype == "bfloat16" and loaded.tokenizer is None  # synthetic data: no tokenizer
+    for got, want in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(state["params"])):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    at_2 = pivot_jax.load_pretrained(f"run:{tmp_path}@2").params
+    for got, want in zip(jax.tree.leaves(at_2), jax.tree.leaves(early["params"])):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint of step 3 \(saved steps: \[2, 4\]\)"):
+        pivot_jax.load_pretrained(f"run:{tmp_path}@3")
+    with pytest.raises(FileNotFoundError, match="not a trainer workdir"):
+        pivot_jax.load_pretrained(f"run:{tmp_path / 'checkpoints'}")

@@ -57,6 +57,16 @@ def load_params(directory: str | os.PathLike, cfg: LlamaConfig | None = None, dt
     """Restore parameters, cast to `dtype` (default the config's param_dtype) and placed by `shardings`."""
     directory = Path(directory).absolute()
     cfg = cfg or read_config(directory)
+    abstract = abstract_params(cfg, dtype, shardings)
+    with ocp.StandardCheckpointer() as checkpointer:
+        _check_shapes(directory, checkpointer.metadata(directory / PARAMS_DIR).item_metadata.tree, abstract)
+        params = checkpointer.restore(directory / PARAMS_DIR, abstract)
+    return cfg, params
+
+
+def abstract_params(cfg: LlamaConfig, dtype: Any = None, shardings: Any = None) -> dict[str, Any]:
+    """The parameter tree as `jax.ShapeDtypeStruct`s (dtype default the config's param_dtype) placed by
+    `shardings` (default: the first device): the restore target for Orbax."""
     dtype = jnp.dtype(dtype or cfg.param_dtype)
     default_sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     abstract: dict[str, Any] = {}
@@ -67,10 +77,7 @@ def load_params(directory: str | os.PathLike, cfg: LlamaConfig | None = None, dt
         node[path[-1]] = jax.ShapeDtypeStruct(shape, dtype, sharding=default_sharding)
     if shardings is not None:
         abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
-    with ocp.StandardCheckpointer() as checkpointer:
-        _check_shapes(directory, checkpointer.metadata(directory / PARAMS_DIR).item_metadata.tree, abstract)
-        params = checkpointer.restore(directory / PARAMS_DIR, abstract)
-    return cfg, params
+    return abstract
 
 
 def _check_shapes(directory: Path, stored: Any, expected: Any) -> None:
