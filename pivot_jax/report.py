@@ -39,7 +39,8 @@ class Run:
         return max(self.evals) if self.evals else None
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file ([] when it does not exist); a bad line is named."""
     if not path.is_file():
         return []
     rows = []
@@ -60,13 +61,13 @@ def read_run(workdir: str | Path, name: str | None = None) -> Run:
     if not workdir.is_dir():
         raise FileNotFoundError(f"run directory {workdir} does not exist")
     run = Run(name or workdir.name)
-    for row in _read_jsonl(workdir / "results_index.jsonl"):
+    for row in read_jsonl(workdir / "results_index.jsonl"):
         if "step" not in row:
             raise ValueError(f"{workdir / 'results_index.jsonl'}: a line without 'step' ({row.get('metric')}); "
                              "report reads the trainer's generation evaluations")
         run.evals.setdefault(int(row["step"]), {})[row["metric"]] = (float(row["value"]), row["protocol"],
                                                                      int(row["samples"]))
-    run.losses = _read_jsonl(workdir / "metrics.jsonl")
+    run.losses = read_jsonl(workdir / "metrics.jsonl")
     return run
 
 

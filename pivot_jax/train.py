@@ -468,13 +468,10 @@ def train(config: ConfigDict, workdir: str | Path) -> dict[str, float]:
         preemption.restore()
     log.info("done in %s", _fmt_eta(time.perf_counter() - run_start))
     if jax.process_index() == 0:
-        report = None
-        if generation_eval:
-            from pivot_jax.report import write_report
+        from pivot_jax.report import read_jsonl, write_report
 
-            report = write_report([workdir], workdir)[0]
-        logged = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines() if line]
-        start = next((row for row in logged if row["step"] == 0), None)
+        report = write_report([workdir], workdir)[0] if generation_eval else None
+        start = next((row for row in read_jsonl(workdir / "metrics.jsonl") if row["step"] == 0), None)
         print(results_table(workdir, step, last, checkpointer.latest_step(), report, start))
     return last
 

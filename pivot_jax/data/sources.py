@@ -138,15 +138,16 @@ def read_records(path: PathLike, fields: Mapping[str, str] | None = None,
     return [record for _, record in _located_records(path, fields, required)]
 
 
-def _is_squad(path: PathLike) -> bool:
+def _squad_document(path: PathLike) -> Any:
+    """The parsed document when `path` holds one SQuAD-layout JSON object (`{"data": [...]}`), else None."""
     text = _read_text(path).lstrip()
     if not text.startswith("{"):
-        return False
+        return None
     try:
         document = json.loads(text)
     except json.JSONDecodeError:
-        return False  # JSON lines
-    return isinstance(document, dict) and "data" in document
+        return None  # JSON lines
+    return document if isinstance(document, dict) and "data" in document else None
 
 
 def read_instruction_records(path: PathLike, fields: Mapping[str, str] | None = None,
@@ -155,10 +156,11 @@ def read_instruction_records(path: PathLike, fields: Mapping[str, str] | None = 
     (XQuAD, MLQA): one record per question, `{id, instruction: question, input: context, output: first answer,
     group: "article:N"}`. XQuAD's files are parallel (same ids and article order in every language), so two of
     them join by id into PLUG data; `group` keeps every question about one article in the same split."""
-    if not _is_squad(path):
+    document = _squad_document(path)
+    if document is None:
         return read_records(path, fields, required)
     return [{"id": r["id"], "instruction": r["question"], "input": r["context"], "output": r["answers"][0],
-             "group": f"article:{r['article']}"} for r in read_squad(path) if r["answers"]]
+             "group": f"article:{r['article']}"} for r in read_squad(path, document) if r["answers"]]
 
 
 def in_validation_split(key: str, fraction: float) -> bool:
@@ -262,13 +264,14 @@ def _get(obj: Any, key: str, kind: type, where: str) -> Any:
     return obj[key]
 
 
-def read_squad(path: PathLike) -> list[dict[str, Any]]:
+def read_squad(path: PathLike, document: Any = None) -> list[dict[str, Any]]:
     """SQuAD-v1.1-layout QA (SQuAD, XQuAD, MLQA): one `{id, context, question, answers: [text, ...], article}` per
     question (`article`: the 0-based index of its article in the file).
 
-    Errors name the position as a JSON path (e.g. `data[3].paragraphs[0].qas[2]`).
+    Errors name the position as a JSON path (e.g. `data[3].paragraphs[0].qas[2]`). `document`: the file's
+    content when the caller has already parsed it.
     """
-    document = _load_json(path)
+    document = _load_json(path) if document is None else document
     examples = []
     for a, article in enumerate(_get(document, "data", list, f"{path}")):
         for p, paragraph in enumerate(_get(article, "paragraphs", list, f"{path}: data[{a}]")):

@@ -56,19 +56,19 @@ def build_items(cfg: ConfigDict) -> list[Item]:
                      for p in pairs]
             items += found[:cfg.limit] if cfg.limit > 0 else found
         return items
-    elif cfg.set == "qa" and cfg.qa_prompt_lang == "none":  # the question as instruction, the context as input
-        items = [Item(r["id"], r["question"], r["context"], tuple(r["answers"]), cfg.target_lang, source=r["question"],
-                      group=f"article:{r['article']}") for r in sources.read_squad(cfg.file)]
     elif cfg.set == "qa":
         prompt_lang = cfg.qa_prompt_lang or cfg.target_lang
-        if prompt_lang not in formats.QA_PROMPTS:
+        if prompt_lang == "none":  # the question as instruction, the context as input (PLUG data from SQuAD files)
+            parts = lambda r: (r["question"], r["context"])  # noqa: E731
+        elif prompt_lang in formats.QA_PROMPTS:
+            instruction, layout = formats.QA_PROMPTS[prompt_lang]
+            parts = lambda r: (instruction, layout.format(context=r["context"], question=r["question"]))  # noqa
+        else:
             raise ValueError(f"no x-LLaMA QA prompt for {prompt_lang!r} (known: {sorted(formats.QA_PROMPTS)}); set "
                              "qa_prompt_lang (e.g. en, or none for the bare question and context) or add one with "
                              "pivot_jax.data.formats.register_qa_prompt")
-        instruction, layout = formats.QA_PROMPTS[prompt_lang]
-        items = [Item(r["id"], instruction, layout.format(context=r["context"], question=r["question"]),
-                      tuple(r["answers"]), cfg.target_lang, source=r["question"], group=f"article:{r['article']}")
-                 for r in sources.read_squad(cfg.file)]
+        items = [Item(r["id"], *parts(r), tuple(r["answers"]), cfg.target_lang, source=r["question"],
+                      group=f"article:{r['article']}") for r in sources.read_squad(cfg.file)]
     elif cfg.set == "alpaca_eval":
         items = [Item(str(r["id"]), r["instruction"], "", (), cfg.target_lang, source=r["instruction"],
                       dataset=str(r.get("dataset", ""))) for r in sources.read_alpaca_eval(cfg.file)]
