@@ -39,7 +39,7 @@ setup(
     ],
     extras_require={
         # Parity tests build reference models with PyTorch (CPU) + transformers; no weights are downloaded.
-        "dev": ["pytest>=8", "torch==2.13.0", "transformers==5.23.0", "accelerate>=1.10"],
+        "dev": ["pytest>=8", "hypothesis>=6.100", "torch==2.13.0", "transformers==5.23.0", "accelerate>=1.10"],
         "tpu": ["jax[tpu]>=0.10.2,<0.11"],
         "gpu": ["jax[cuda12]>=0.10.2,<0.11"],
     },

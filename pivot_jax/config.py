@@ -7,8 +7,16 @@ value of the wrong type stops before anything runs.
 
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
 from ml_collections import ConfigDict
 
+from pivot_jax import optimizer as optimizer_lib
+from pivot_jax.errors import ConfigError
+from pivot_jax.model import PRESETS, REMAT_POLICIES
 from pivot_jax.sharding import DEFAULT_RULES
 
 
@@ -51,9 +59,10 @@ def base_config() -> ConfigDict:
     c.mesh.axis_rules = [(name, rule) for name, rule in DEFAULT_RULES]
 
     c.checkpoint = ConfigDict()
-    c.checkpoint.every_steps = 0  # 0 = only at the end (and on SIGTERM)
-    c.checkpoint.keep = 3
+    c.checkpoint.every_steps = 0  # 0 = only at the end (and on preemption)
+    c.checkpoint.keep = 3  # the newest N steps (the final one always among them); 0 = keep every step
     c.checkpoint.async_save = True
+    c.checkpoint.fallback = True  # latest step unreadable: move it aside and resume from the newest that restores
 
     c.eval = ConfigDict()
     c.eval.every_steps = 0  # held-out loss every N steps when the data has a validation split (0 = off)
@@ -82,7 +91,135 @@ def base_config() -> ConfigDict:
     c.data.overflow = "drop"  # examples longer than train.seq_len: "drop" or "truncate"
     c.data.tokenizer = ""  # hf:DIR | gguf:FILE | orbax:DIR; empty = model.init_from
     c.data.tfds_dir = ""  # set: the file keys above name prepared TFDS datasets in this data_dir instead
+
+    # Keys (or whole sections) a resumed run may change beyond RESUMABLE: "optimizer.lr,data.langs".
+    c.resume_allow = ""
     return c
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Validation: every key's range, checked before any work, named with its value.
+
+def _at_least(low: float) -> Callable[[Any], bool]:
+    return lambda v: math.isfinite(v) and v >= low
+
+
+def _positive(v: Any) -> bool:
+    return math.isfinite(v) and v > 0
+
+
+def _unit_interval(v: Any) -> bool:  # [0, 1)
+    return math.isfinite(v) and 0 <= v < 1
+
+
+def _axis_size(v: Any) -> bool:
+    return v == -1 or v >= 1
+
+
+def _one_of(*choices: str) -> Callable[[Any], bool]:
+    return lambda v: v in choices
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "seed": (_at_least(0), ">= 0"),
+    "model.preset": (lambda v: v in PRESETS, f"one of {sorted(PRESETS)}"),
+    "model.param_dtype": (_one_of(*DTYPES), f"one of {DTYPES}"),
+    "model.dtype": (_one_of(*DTYPES), f"one of {DTYPES}"),
+    "model.remat_policy": (lambda v: v in REMAT_POLICIES, f"one of {sorted(REMAT_POLICIES)}"),
+    "model.max_seq_len": (_at_least(0), ">= 0 (0 = the model's own)"),
+    "model.vocab_size": (_at_least(0), ">= 0 (0 = the preset's)"),
+    "train.steps": (_at_least(0), ">= 0"),
+    "train.epochs": (_at_least(0), ">= 0 and finite"),
+    "train.global_batch_size": (_at_least(1), ">= 1"),
+    "train.seq_len": (_at_least(2), ">= 2 (an input token and a target)"),
+    "train.grad_accum_steps": (_at_least(1), ">= 1"),
+    "train.log_every_steps": (_at_least(1), ">= 1"),
+    "optimizer.lr": (_positive, "> 0 and finite"),
+    "optimizer.schedule": (_one_of(*optimizer_lib.SCHEDULES), f"one of {optimizer_lib.SCHEDULES}"),
+    "optimizer.warmup_ratio": (_unit_interval, "in [0, 1)"),
+    "optimizer.weight_decay": (_at_least(0), ">= 0 and finite"),
+    "optimizer.clip_norm": (_at_least(0), ">= 0 and finite (0 = no clipping)"),
+    "optimizer.b1": (_unit_interval, "in [0, 1)"),
+    "optimizer.b2": (_unit_interval, "in [0, 1)"),
+    "optimizer.eps": (_positive, "> 0 and finite"),
+    "mesh.data": (_axis_size, ">= 1, or -1 (all devices left)"),
+    "mesh.fsdp": (_axis_size, ">= 1, or -1 (all devices left)"),
+    "mesh.tensor": (_axis_size, ">= 1, or -1 (all devices left)"),
+    "checkpoint.every_steps": (_at_least(0), ">= 0 (0 = only at the end)"),
+    "checkpoint.keep": (_at_least(0), ">= 0 (0 = keep every step)"),
+    "eval.every_steps": (_at_least(0), ">= 0 (0 = off)"),
+    "eval.steps": (_at_least(1), ">= 1"),
+    "eval.generate_every_steps": (_at_least(0), ">= 0 (0 = off)"),
+    "data.source": (_one_of("synthetic", "seqio"), "'synthetic' or 'seqio'"),
+    "data.vocab_size": (_at_least(2), ">= 2"),
+    "data.validation_fraction": (_unit_interval, "in [0, 1)"),
+    "data.translation_directions": (_one_of("pivot-to-target", "both"), "'pivot-to-target' or 'both'"),
+    "data.overflow": (_one_of("drop", "truncate"), "'drop' or 'truncate'"),
+}
+
+
+def flatten(tree: Mapping[str, Any] | ConfigDict, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """("section.key", value) for every leaf of a nested mapping (a ConfigDict or a parsed config.json)."""
+    for key, value in tree.items():
+        if isinstance(value, (Mapping, ConfigDict)):
+            yield from flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def validate(config: ConfigDict) -> None:
+    """Every key's range (RANGES) and the rules between keys, each error naming the key and its value."""
+    values = dict(flatten(config))
+    for key, (ok, expected) in RANGES.items():
+        value = values[key]
+        try:
+            valid = ok(value)
+        except TypeError:
+            valid = False
+        if not valid:
+            raise ConfigError(f"config key {key}={value!r}: must be {expected}")
+    t = config.train
+    if t.global_batch_size % t.grad_accum_steps:
+        raise ConfigError(f"train.global_batch_size ({t.global_batch_size}) must be a multiple of "
+                          f"train.grad_accum_steps ({t.grad_accum_steps})")
+    if t.steps < 1 and t.epochs <= 0:
+        raise ConfigError(f"train.steps must be >= 1 (or set train.epochs), got {t.steps}")
+    if t.epochs > 0 and config.data.source != "seqio":
+        raise ConfigError("train.epochs needs data.source='seqio' (the synthetic task has no epochs)")
+    if config.eval.generate_every_steps and not config.eval.generate_config:
+        raise ConfigError("eval.generate_every_steps is set but eval.generate_config is empty")
+    _allowed_on_resume(config)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Resuming: what defines a run must not change under its checkpoints.
+
+# What a resumed run may change: how it logs, evaluates, checkpoints and lays itself on devices.
+RESUMABLE = ("train.log_every_steps", "eval", "checkpoint", "mesh", "resume_allow")
+
+
+def _allowed_on_resume(config: ConfigDict) -> tuple[str, ...]:
+    allowed = tuple(k.strip() for k in config.resume_allow.split(",") if k.strip())
+    keys = {key for key, _ in flatten(config)}
+    for name in allowed:
+        if name not in keys and not any(k.startswith(name + ".") for k in keys):
+            raise ConfigError(f"config key resume_allow={config.resume_allow!r}: {name!r} is not a config key "
+                              "or section")
+    return RESUMABLE + allowed
+
+
+def resume_differences(saved: Mapping[str, Any], config: ConfigDict) -> list[str]:
+    """Keys defining the run whose values differ between a workdir's saved config (parsed config.json) and
+    `config`, as "key: saved VALUE, now VALUE" lines. Keys one side lacks (another schema version) are not
+    compared; with `train.epochs` the step count is derived from the compared data, so it is not compared."""
+    allowed = _allowed_on_resume(config)
+    old = dict(flatten(saved))
+    new = dict(flatten(json.loads(config.to_json_best_effort())))
+    derived = {"train.steps"} if new.get("train.epochs", 0) > 0 else set()
+    return [f"{key}: saved {old[key]!r}, now {new[key]!r}" for key in sorted(old.keys() & new.keys())
+            if old[key] != new[key] and key not in derived
+            and not any(key == a or key.startswith(a + ".") for a in allowed)]
 
 
 def parse_arg(arg: str | None, **defaults: str) -> ConfigDict:

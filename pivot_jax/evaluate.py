@@ -28,6 +28,7 @@ from pivot_jax.eval import items as items_lib
 from pivot_jax.eval import metrics
 from pivot_jax.eval.predict import predict, read_predictions
 from pivot_jax.generate import Sampling
+from pivot_jax.jsonl import Appender
 
 log = logging.getLogger("pivot_jax.evaluate")
 
@@ -218,13 +219,12 @@ def write_results(output: Path, cfg: ConfigDict, model_spec: str, results: list[
     lines += [f"| {r['name']} | {r['value']:.4g} | {r['samples']} |" for r in results]
     (output / "results.md").write_text("\n".join(lines) + "\n")
     if index is not None:
-        index.parent.mkdir(parents=True, exist_ok=True)
-        with open(index, "a", encoding="utf-8") as f:
+        with Appender(index) as f:
             for r in results:
-                f.write(json.dumps({"model": model_spec, "set": cfg.set, "source_lang": cfg.source_lang,
-                                    "target_lang": cfg.target_lang, "metric": r["name"], "value": r["value"],
-                                    "samples": r["samples"], "protocol": r["protocol"], "output": str(output),
-                                    "time": when, **tags}, ensure_ascii=False) + "\n")
+                f.write({"model": model_spec, "set": cfg.set, "source_lang": cfg.source_lang,
+                         "target_lang": cfg.target_lang, "metric": r["name"], "value": r["value"],
+                         "samples": r["samples"], "protocol": r["protocol"], "output": str(output), "time": when,
+                         **tags})
     print("\n".join(lines[4:]))
     print(f"\nwrote {output / 'results.json'}, {output / 'results.md'}" + (f"; indexed in {index}" if index else ""))
 
@@ -232,11 +232,15 @@ def write_results(output: Path, cfg: ConfigDict, model_spec: str, results: list[
 def main(argv: list[str]) -> None:
     from absl import flags
 
-    from pivot_jax.cli import setup_logging
+    from pivot_jax.cli import exit_on_user_error, setup_logging
 
     del argv
     f = flags.FLAGS
     setup_logging("pivot_jax")
+    exit_on_user_error(lambda: _evaluate_from_flags(f), f.verbose)
+
+
+def _evaluate_from_flags(f: Any) -> None:
     tags = dict(tag.split("=", 1) for tag in f.tag)
     output = Path(f.output or Path("runs") / "eval" / protocol_name(f.config).replace("/", "_"))
     judge = None
@@ -255,6 +259,8 @@ def cli() -> None:
     from absl import app, flags
     from ml_collections import config_flags
 
+    from pivot_jax.cli import define_verbose_flag
+
     config_flags.DEFINE_config_file("config", None, "eval config (configs/eval/FILE.py[:ARGS])", lock_config=True)
     flags.DEFINE_string("model", None, "hf:DIR | gguf:FILE | orbax:DIR | run:WORKDIR[@STEP] (a trainer run)")
     flags.DEFINE_string("output", None, "where predictions and results go (default runs/eval/<protocol>)")
@@ -266,6 +272,7 @@ def cli() -> None:
     flags.DEFINE_string("judge_model", None, "judge model name (else $PIVOT_JUDGE_MODEL); the key only from env")
     flags.DEFINE_integer("judge_rpm", None, "judge requests per minute")
     flags.DEFINE_bool("mi_eval_gate", False, "pairwise: a wrong-language answer loses without asking the judge")
+    define_verbose_flag()
     flags.mark_flags_as_required(["config", "model"])
     app.run(main)
 

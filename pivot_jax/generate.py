@@ -139,6 +139,7 @@ def generate_ids(model: model_lib.Llama, prompts: Sequence[Sequence[int]], *, ma
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from pivot_jax.cli import add_verbose_argument, exit_on_user_error
     from pivot_jax.pretrained import load_pretrained
 
     parser = argparse.ArgumentParser(prog="python -m pivot_jax.generate", description=__doc__.splitlines()[0])
@@ -151,9 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--top_p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", default=None, help="compute dtype, e.g. bfloat16")
+    add_verbose_argument(parser)
     args = parser.parse_args(argv)
 
-    pretrained = load_pretrained(args.model, dtype=args.dtype)
+    pretrained = exit_on_user_error(lambda: load_pretrained(args.model, dtype=args.dtype), args.verbose)
     start = time.perf_counter()
     texts, counts = pretrained.generate_with_counts(
         args.prompt, max_new_tokens=args.max_new_tokens, greedy=args.temperature == 0,

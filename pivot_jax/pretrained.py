@@ -5,7 +5,6 @@ latest (or STEP's) checkpoint, the tokenizer it trained with."""
 from __future__ import annotations
 
 import functools
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +16,9 @@ import numpy as np
 from flax import nnx
 
 from pivot_jax import model as model_lib
+from pivot_jax.errors import ConfigError
 from pivot_jax.generate import Sampling, generate_ids
+from pivot_jax.jsonl import DataError, read_json, type_name
 from pivot_jax.tokenizer import Tokenizer
 
 SCHEMES = ("hf", "gguf", "orbax", "run")
@@ -122,13 +123,39 @@ def _run_spec(path: str) -> tuple[str, int | None]:
 
 
 def _run_config(spec: str) -> Any:
-    """The resolved training config a `run:` workdir saved (config.json)."""
+    """The resolved training config a `run:` workdir saved (config.json), with every key loading reads checked
+    against the trainer's schema: a partial or hand-edited file is named here, not as an AttributeError later."""
     from ml_collections import ConfigDict
+
+    from pivot_jax.config import base_config
 
     path = parse_spec(spec)[1] / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{spec}: {path} is missing (not a trainer workdir)")
-    return ConfigDict(json.loads(path.read_text()))
+    saved = read_json(path)
+    if not isinstance(saved, dict):
+        raise DataError(f"{path}: expected a JSON object (a training config), got {type_name(saved)}")
+    schema = base_config()
+    for section, keys in (("model", list(schema.model)), ("data", ["tokenizer"])):
+        if not isinstance(saved.get(section), dict):
+            raise ConfigError(f"{path}: missing key {section!r} (expected the {section} section of a training config)")
+        for key in keys:
+            _check_run_key(path, f"{section}.{key}", saved[section].get(key, _MISSING), schema[section][key])
+    return ConfigDict(saved)
+
+
+_MISSING = object()
+_KINDS = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+
+
+def _check_run_key(path: Path, key: str, value: Any, default: Any) -> None:
+    """`value` must be of the kind of the schema's `default` (JSON has no int/bool confusion to allow)."""
+    kind = type(default)
+    if value is _MISSING:
+        raise ConfigError(f"{path}: missing key {key!r} (expected {_KINDS[kind]}, e.g. {default!r})")
+    fits = isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
+    if not fits or (kind is not bool and isinstance(value, bool)):
+        raise ConfigError(f"{path}: key {key!r} should be {_KINDS[kind]}, got {value!r}")
 
 
 def load_pretrained(spec: str, dtype: str | None = None, param_dtype: str | None = None) -> Pretrained:

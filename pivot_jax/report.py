@@ -10,13 +10,14 @@ The trainer writes WORKDIR/report.md and report.png itself at the end of a run t
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pivot_jax.jsonl import DataError, read_jsonl, read_numbered, type_name
 
 # Metrics where lower is better (everything else reported here is higher-is-better).
 LOWER_IS_BETTER = ("plug_marker_not_found",)
@@ -39,36 +40,44 @@ class Run:
         return max(self.evals) if self.evals else None
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The records of a JSON-lines file ([] when it does not exist); a bad line is named."""
-    if not path.is_file():
-        return []
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: line {number}: invalid JSON ({e.msg})") from None
-    return rows
-
-
 def read_run(workdir: str | Path, name: str | None = None) -> Run:
     """A trainer workdir's generation evaluations and losses (later entries for a step replace earlier ones, as
-    when a resumed run evaluates the same step again)."""
+    when a resumed run evaluates the same step again). A last line cut short by an interrupted run is ignored."""
     workdir = Path(workdir)
     if not workdir.is_dir():
         raise FileNotFoundError(f"run directory {workdir} does not exist")
     run = Run(name or workdir.name)
-    for row in read_jsonl(workdir / "results_index.jsonl"):
-        if "step" not in row:
-            raise ValueError(f"{workdir / 'results_index.jsonl'}: a line without 'step' ({row.get('metric')}); "
-                             "report reads the trainer's generation evaluations")
-        run.evals.setdefault(int(row["step"]), {})[row["metric"]] = (float(row["value"]), row["protocol"],
-                                                                     int(row["samples"]))
-    run.losses = read_jsonl(workdir / "metrics.jsonl")
+    index = workdir / "results_index.jsonl"
+    for number, row in read_numbered(index, torn_tail_ok=True):
+        step, metric, value = _index_entry(row, f"{index}: line {number}")
+        run.evals.setdefault(step, {})[metric] = value
+    run.losses = read_jsonl(workdir / "metrics.jsonl", torn_tail_ok=True)
     return run
+
+
+def _index_entry(row: Any, where: str) -> tuple[int, str, tuple[float, str, int]]:
+    """(step, metric, (value, protocol, samples)) of one results-index line."""
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type_name(row)}")
+    if "step" not in row:
+        raise DataError(f"{where}: a line without 'step' ({row.get('metric')!r}); report reads the trainer's "
+                        "generation evaluations")
+    step = row["step"]
+    if not (_is_int(step) or isinstance(step, str) and step.isascii() and step.isdigit()):
+        raise DataError(f"{where}: field 'step' should be an integer (or its digits as a string), got {step!r}")
+    for key, kind, check in (("metric", "a string", lambda v: isinstance(v, str)),
+                             ("protocol", "a string", lambda v: isinstance(v, str)),
+                             ("value", "a number", lambda v: _is_int(v) or isinstance(v, float)),
+                             ("samples", "an integer", _is_int)):
+        if key not in row:
+            raise DataError(f"{where}: missing field {key!r} ({kind})")
+        if not check(row[key]):
+            raise DataError(f"{where}: field {key!r} should be {kind}, got {type_name(row[key])}")
+    return int(step), row["metric"], (float(row["value"]), row["protocol"], row["samples"])
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _columns(runs: Sequence[Run]) -> list[tuple[str, Run, int]]:
@@ -195,17 +204,21 @@ def write_report(workdirs: Sequence[str | Path], output: str | Path, names: Sequ
 def main(argv: Sequence[str] | None = None) -> None:
     import argparse
 
+    from pivot_jax.cli import add_verbose_argument, exit_on_user_error
+
     parser = argparse.ArgumentParser(prog="python -m pivot_jax.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("workdirs", nargs="+", help="trainer workdirs")
     parser.add_argument("--output", help="where report.md / report.png go (default: the only workdir)")
     parser.add_argument("--names", help="comma-separated run names (default: directory names)")
+    add_verbose_argument(parser)
     args = parser.parse_args(argv)
     if not args.output and len(args.workdirs) > 1:
         parser.error("--output is required with several workdirs")
     names = args.names.split(",") if args.names else None
     if names and len(names) != len(args.workdirs):
         parser.error(f"--names gives {len(names)} names for {len(args.workdirs)} workdirs")
-    md, png = write_report(args.workdirs, args.output or args.workdirs[0], names)
+    md, png = exit_on_user_error(lambda: write_report(args.workdirs, args.output or args.workdirs[0], names),
+                                 args.verbose)
     print(md.read_text(encoding="utf-8"))
     print(f"wrote {md} and {png}")
 

@@ -17,6 +17,8 @@ import jax
 from flax import linen, nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from pivot_jax.errors import ConfigError
+
 LogicalAxes = tuple[str | None, ...]
 AxisRules = Sequence[tuple[str, str | Sequence[str] | None]]
 
@@ -73,14 +75,14 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[
     devices = list(devices if devices is not None else jax.devices())
     shape = [data, fsdp, tensor]
     if shape.count(-1) > 1:
-        raise ValueError(f"mesh: at most one axis may be -1, got data={data} fsdp={fsdp} tensor={tensor}")
+        raise ConfigError(f"mesh: at most one axis may be -1, got data={data} fsdp={fsdp} tensor={tensor}")
     known = math.prod(s for s in shape if s != -1)
     if -1 in shape:
         if len(devices) % known:
-            raise ValueError(f"mesh: {len(devices)} devices cannot be split into {shape}")
+            raise ConfigError(f"mesh: {len(devices)} devices cannot be split into {shape}")
         shape[shape.index(-1)] = len(devices) // known
     if math.prod(shape) != len(devices):
-        raise ValueError(f"mesh: data x fsdp x tensor = {math.prod(shape)} but there are {len(devices)} devices")
+        raise ConfigError(f"mesh: data x fsdp x tensor = {math.prod(shape)} but there are {len(devices)} devices")
     return jax.make_mesh(tuple(shape), MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3, devices=devices)
 
 

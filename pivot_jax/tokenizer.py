@@ -27,6 +27,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pivot_jax.jsonl import read_json
+
 if TYPE_CHECKING:
     import jinja2
     import sentencepiece
@@ -331,17 +333,15 @@ class Tokenizer:
     @classmethod
     def from_gguf(cls, path: str | Path) -> Tokenizer:
         """The tokenizer described by a GGUF file's `tokenizer.*` metadata (`gpt2` or `llama` model)."""
-        import gguf
+        from pivot_jax.convert.gguf import tokenizer_metadata
+        from pivot_jax.convert.layout import WeightsError
 
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"GGUF file not found: {path}")
-        reader = gguf.GGUFReader(path)
-        meta = {key: field.contents() for key, field in reader.fields.items() if key.startswith("tokenizer.")}
+        meta = tokenizer_metadata(path)  # checked for types and lengths
 
         def require(key: str) -> Any:
             if key not in meta:
-                raise ValueError(f"{path}: GGUF metadata has no {key!r}")
+                raise WeightsError(f"{path}: GGUF metadata has no {key!r}")
             return meta[key]
 
         model = require("tokenizer.ggml.model")
@@ -350,18 +350,22 @@ class Tokenizer:
         if model == "gpt2":
             # Files written before the key existed get llama.cpp's "default" pre-tokenizer.
             pre = meta.get("tokenizer.ggml.pre") or "default"
+            if pre not in GGUF_PRE_TOKENIZERS:
+                raise WeightsError(f"{path}: unsupported pre-tokenizer {pre!r} in GGUF key 'tokenizer.ggml.pre' "
+                                   f"(supported: {', '.join(sorted(GGUF_PRE_TOKENIZERS))})")
             backend: _Backend = _HFBackend(_byte_level_bpe_from_gguf(
-                path, tokens, require("tokenizer.ggml.merges"), token_types, pre))
+                tokens, require("tokenizer.ggml.merges"), token_types, pre))
             add_bos_default = pre in _LLAMA3_PRES
         elif model == "llama":
-            backend = _SentencePieceBackend(_sentencepiece_proto_from_gguf(meta, tokens, token_types,
-                                                                           require("tokenizer.ggml.scores")))
+            proto = _sentencepiece_proto_from_gguf(meta, tokens, token_types, require("tokenizer.ggml.scores"))
+            try:
+                backend = _SentencePieceBackend(proto)
+            except RuntimeError as e:  # sentencepiece refuses the model (a duplicate piece, no unknown token...)
+                raise WeightsError(f"{path}: the 'llama' vocabulary is not a valid SentencePiece model ({e})") from None
             add_bos_default = True  # llama.cpp adds BOS to SentencePiece vocabularies unless told otherwise
         else:
-            raise ValueError(
-                f"{path}: unsupported tokenizer model {model!r} in GGUF key 'tokenizer.ggml.model' "
-                "(supported: 'gpt2', 'llama')"
-            )
+            raise WeightsError(f"{path}: unsupported tokenizer model {model!r} in GGUF key 'tokenizer.ggml.model' "
+                               "(supported: 'gpt2', 'llama')")
 
         def token(key: str) -> str | None:
             token_id = meta.get(f"tokenizer.ggml.{key}")
@@ -543,9 +547,9 @@ def _read_hf_config(directory: Path) -> dict[str, Any]:
     """The `Tokenizer` keyword arguments found in the HF config files of `directory` (only those present)."""
     config: dict[str, Any] = {}
     tokens_map_path = directory / SPECIAL_TOKENS_MAP
-    tokens_map = json.loads(tokens_map_path.read_text()) if tokens_map_path.is_file() else {}
+    tokens_map = read_json(tokens_map_path) if tokens_map_path.is_file() else {}
     config_path = directory / TOKENIZER_CONFIG
-    tokenizer_config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    tokenizer_config = read_json(config_path) if config_path.is_file() else {}
     for name in ("bos_token", "eos_token", "pad_token", "unk_token"):
         # tokenizer_config.json wins: it is what current transformers writes and reads first.
         for source in (tokenizer_config, tokens_map):
@@ -565,17 +569,12 @@ def _read_hf_config(directory: Path) -> dict[str, Any]:
     return config
 
 
-def _byte_level_bpe_from_gguf(path: Path, tokens: list[str], merges: list[str], token_types: list[int],
+def _byte_level_bpe_from_gguf(tokens: list[str], merges: list[str], token_types: list[int],
                               pre: str) -> tokenizers.Tokenizer:
     """A `tokenizers` byte-level BPE from a GGUF `gpt2` vocabulary, pre-tokenizing as llama.cpp does for `pre`."""
     from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
     from tokenizers import Tokenizer as HFTokenizer
 
-    if pre not in GGUF_PRE_TOKENIZERS:
-        raise ValueError(
-            f"{path}: unsupported pre-tokenizer {pre!r} in GGUF key 'tokenizer.ggml.pre' "
-            f"(supported: {', '.join(sorted(GGUF_PRE_TOKENIZERS))})"
-        )
     bpe = models.BPE(
         vocab={token: i for i, token in enumerate(tokens)},
         # Byte-level symbols never contain a space, so the first space separates the pair.

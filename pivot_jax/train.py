@@ -11,10 +11,8 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import functools
-import json
 import logging
 import math
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,15 +23,22 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.experimental import multihost_utils
 from ml_collections import ConfigDict
 
 from pivot_jax import model as model_lib
 from pivot_jax import optimizer as optimizer_lib
 from pivot_jax import sharding, throughput
-from pivot_jax.checkpoint import Checkpointer
+from pivot_jax.checkpoint import Checkpointer, saved_steps
+from pivot_jax.config import resume_differences, validate
 from pivot_jax.data import BATCH_KEYS, BatchStream
 from pivot_jax.data.synthetic import SyntheticStream
+from pivot_jax.errors import ConfigError
+from pivot_jax.jsonl import Appender, read_json, read_jsonl
+from pivot_jax.preemption import PREEMPTED_EXIT_CODE, EvaluationAbandoned, Preempted, PreemptionWatch
 from pivot_jax.pretrained import load_params_onto, read_config
+from pivot_jax.run_status import write_status, write_text_atomic
+from pivot_jax.trainer.step import eval_step, train_step
 
 log = logging.getLogger("pivot_jax.train")
 
@@ -54,70 +59,8 @@ def model_config(config: ConfigDict) -> model_lib.LlamaConfig:
             options["vocab_size"] = m.vocab_size
         return model_lib.preset(m.preset, **options)
     if m.vocab_size:
-        raise ValueError("model.vocab_size applies to random initialisation only; the checkpoint fixes it")
+        raise ConfigError("model.vocab_size applies to random initialisation only; the checkpoint fixes it")
     return read_config(m.init_from).replace(**options)
-
-
-# --------------------------------------------------------------------------------------------------------
-# The step
-
-
-def weighted_cross_entropy(logits: jax.Array, batch: dict[str, jax.Array]) -> jax.Array:
-    """Sum over tokens of cross-entropy x `decoder_loss_weights` (float32)."""
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["decoder_target_tokens"])
-    return jnp.sum(ce * batch["decoder_loss_weights"].astype(jnp.float32))
-
-
-def _forward(graphdef: nnx.GraphDef, params: dict[str, Any], batch: dict[str, jax.Array]) -> jax.Array:
-    model = nnx.merge(graphdef, params)
-    logits, _ = model(batch["decoder_input_tokens"], positions=batch["decoder_positions"],
-                      segment_ids=batch["decoder_segment_ids"])
-    return logits
-
-
-def loss_and_grads(params: dict[str, Any], batch: dict[str, jax.Array], graphdef: nnx.GraphDef,
-                   accum_steps: int = 1) -> tuple[jax.Array, dict[str, Any]]:
-    """Loss and gradients of the global batch, computed over `accum_steps` micro-batches.
-
-    The loss is normalised by the number of weighted tokens in the whole global batch, so accumulating k
-    micro-batches gives exactly the gradient of one big batch.
-    """
-    total_weight = jnp.maximum(jnp.sum(batch["decoder_loss_weights"].astype(jnp.float32)), 1.0)
-
-    def loss_fn(params, micro):
-        return weighted_cross_entropy(_forward(graphdef, params, micro), micro) / total_weight
-
-    grad_fn = jax.value_and_grad(loss_fn)
-    if accum_steps == 1:
-        return grad_fn(params, batch)
-    # Micro-batch j takes rows j, j+k, j+2k, ...: every device keeps working on its own rows.
-    micro = jax.tree.map(lambda x: x.reshape(-1, accum_steps, *x.shape[1:]).swapaxes(0, 1), batch)
-
-    def accumulate(carry, mb):
-        return jax.tree.map(jnp.add, carry, grad_fn(params, mb)), None
-
-    zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
-    return jax.lax.scan(accumulate, zeros, micro)[0]
-
-
-def train_step(state: dict[str, Any], batch: dict[str, jax.Array], *, graphdef: nnx.GraphDef,
-               optimizer: optax.GradientTransformation, schedule: optax.Schedule, accum_steps: int
-               ) -> tuple[dict[str, Any], dict[str, jax.Array]]:
-    """One optimizer step over the global batch."""
-    loss, grads = loss_and_grads(state["params"], batch, graphdef, accum_steps)
-    updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    new_state = dict(params=params, opt_state=opt_state, step=state["step"] + 1,
-                     rng=jax.random.fold_in(state["rng"], state["step"]))
-    metrics = dict(loss=loss, grad_norm=optax.global_norm(grads), lr=schedule(state["step"]))
-    return new_state, metrics
-
-
-def eval_step(params: dict[str, Any], batch: dict[str, jax.Array], *, graphdef: nnx.GraphDef
-              ) -> tuple[jax.Array, jax.Array]:
-    """Weighted loss sum and weight of one held-out batch."""
-    loss_sum = weighted_cross_entropy(_forward(graphdef, params, batch), batch)
-    return loss_sum, jnp.sum(batch["decoder_loss_weights"].astype(jnp.float32))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -147,36 +90,17 @@ class Setup:
         return sharding.activate(self.mesh, self.rules)
 
 
-def validate(config: ConfigDict) -> None:
-    """Config errors that types alone do not catch, named by key, before anything runs."""
-    t = config.train
-    if t.grad_accum_steps < 1 or t.global_batch_size % t.grad_accum_steps:
-        raise ValueError(f"train.global_batch_size ({t.global_batch_size}) must be a multiple of "
-                         f"train.grad_accum_steps ({t.grad_accum_steps})")
-    if t.steps < 1 and t.epochs <= 0:
-        raise ValueError(f"train.steps must be >= 1 (or set train.epochs), got {t.steps}")
-    if t.epochs > 0 and config.data.source != "seqio":
-        raise ValueError("train.epochs needs data.source='seqio' (the synthetic task has no epochs)")
-    if config.optimizer.schedule not in optimizer_lib.SCHEDULES:
-        raise ValueError(f"optimizer.schedule must be one of {optimizer_lib.SCHEDULES}, "
-                         f"got {config.optimizer.schedule!r}")
-    if not 0 <= config.optimizer.warmup_ratio < 1:
-        raise ValueError(f"optimizer.warmup_ratio must be in [0, 1), got {config.optimizer.warmup_ratio}")
-    if config.data.source not in ("synthetic", "seqio"):
-        raise ValueError(f"data.source must be 'synthetic' or 'seqio', got {config.data.source!r}")
-
-
 def setup(config: ConfigDict, devices: list[jax.Device] | None = None) -> Setup:
     validate(config)
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices)
     rules = [tuple(rule) for rule in config.mesh.axis_rules]
     model_cfg = model_config(config)
     if config.train.seq_len > model_cfg.max_seq_len:
-        raise ValueError(f"train.seq_len {config.train.seq_len} exceeds the model's max_seq_len "
+        raise ConfigError(f"train.seq_len {config.train.seq_len} exceeds the model's max_seq_len "
                          f"{model_cfg.max_seq_len} (set model.max_seq_len)")
     rows_per_shard = mesh.shape["data"] * mesh.shape["fsdp"] * config.train.grad_accum_steps
     if config.train.global_batch_size % rows_per_shard:
-        raise ValueError(f"train.global_batch_size {config.train.global_batch_size} must be a multiple of "
+        raise ConfigError(f"train.global_batch_size {config.train.global_batch_size} must be a multiple of "
                          f"mesh data x fsdp x grad_accum_steps = {rows_per_shard}")
 
     data_name, bos_id = register_data(config, model_cfg)
@@ -232,10 +156,10 @@ def register_data(config: ConfigDict, model_cfg: model_lib.LlamaConfig) -> tuple
 
     spec = config.data.tokenizer or config.model.init_from
     if not spec:
-        raise ValueError("data.source='seqio' needs a tokenizer: set data.tokenizer (or model.init_from)")
+        raise ConfigError("data.source='seqio' needs a tokenizer: set data.tokenizer (or model.init_from)")
     tokenizer = load_tokenizer(spec)
     if tokenizer.vocab_size > model_cfg.vocab_size:
-        raise ValueError(f"the tokenizer of {spec} has {tokenizer.vocab_size} ids but the model only "
+        raise ConfigError(f"the tokenizer of {spec} has {tokenizer.vocab_size} ids but the model only "
                          f"{model_cfg.vocab_size} (set model.vocab_size)")
     name = mixtures.build(config.data, seqio_vocabulary(tokenizer), config.train.seq_len)
     # seqio shifts each packed segment right by one token: the model's BOS where it uses one, else EOS.
@@ -290,13 +214,13 @@ class MetricsLog:
             return
         from clu import metric_writers
 
-        self.jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
+        self.jsonl = Appender(workdir / "metrics.jsonl")  # a line cut short by a kill is repaired, not continued
         self.tensorboard = metric_writers.create_default_writer(str(workdir / "tensorboard"), asynchronous=False)
 
     def write(self, step: int, scalars: dict[str, float]) -> None:
         if not self.enabled:
             return
-        self.jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
+        self.jsonl.write({"step": step, **scalars})
         self.jsonl.flush()
         self.tensorboard.write_scalars(step, scalars)
         self.tensorboard.flush()
@@ -305,20 +229,6 @@ class MetricsLog:
         if self.enabled:
             self.jsonl.close()
             self.tensorboard.close()
-
-
-class _Preemption:
-    """SIGTERM (TPU maintenance / preemption, scheduler kill) asks the loop to save and stop."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, signum, frame):
-        self.requested = True
-
-    def restore(self):
-        signal.signal(signal.SIGTERM, self._previous)
 
 
 def _check_finite(pending: list[tuple[int, dict[str, jax.Array]]], checkpointer: Checkpointer) -> None:
@@ -339,12 +249,10 @@ def _generation_eval(s: Setup, workdir: Path) -> Callable[[dict[str, Any], int],
     from pivot_jax.pretrained import load_tokenizer
 
     config = s.config
-    if not config.eval.generate_config:
-        raise ValueError("eval.generate_every_steps is set but eval.generate_config is empty")
     eval_cfg = load_config_file(config.eval.generate_config)
     spec = config.data.tokenizer or config.model.init_from
     if not spec:
-        raise ValueError("eval.generate_every_steps needs a tokenizer: set data.tokenizer (or model.init_from)")
+        raise ConfigError("eval.generate_every_steps needs a tokenizer: set data.tokenizer (or model.init_from)")
     tokenizer = load_tokenizer(spec)
     name = protocol_name(eval_cfg).replace("/", "_")
 
@@ -371,109 +279,215 @@ def run_eval(s: Setup, params: dict[str, Any]) -> float:
     return total / max(weight, 1.0)
 
 
-def train(config: ConfigDict, workdir: str | Path) -> dict[str, float]:
-    """Run (or resume) training; returns the last logged metrics."""
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    s = setup(config)
-    config = s.config  # resolved: train.steps derived from train.epochs where set
-    if jax.process_index() == 0:
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
-    checkpointer = Checkpointer(workdir, config.checkpoint.every_steps, config.checkpoint.keep,
-                                config.checkpoint.async_save)
-    stream = make_stream(s, "train")
-    start_step = checkpointer.latest_step()
-    with s.activate():
-        if start_step is None:
-            state = s.init_fn()
-            start_step = 0
-        else:
-            state, data_state = checkpointer.restore(start_step, s.abstract_state)
-            stream.set_state(data_state)
-            log.info("resumed from step %d (%s)", start_step, checkpointer.directory)
+def _due_evaluations(config: ConfigDict, step: int) -> set[str]:
+    """Which evaluations step `step` runs: "loss" (held-out loss) and/or "generate" (`eval.generate_config`)."""
+    every = {"loss": config.eval.every_steps, "generate": config.eval.generate_every_steps}
+    return {name for name, n in every.items() if n and step % n == 0}
 
+
+def _evaluate(s: Setup, params: dict[str, Any], step: int, which: set[str],
+              generation_eval: Callable[[dict[str, Any], int], dict[str, float]] | None) -> dict[str, float]:
+    results = {}
+    if "loss" in which:
+        results["eval_loss"] = run_eval(s, params)
+    if "generate" in which and generation_eval:
+        results.update(generation_eval(params, step))
+    return results
+
+
+def _unfinished_evaluations(config: ConfigDict, workdir: Path, step: int) -> set[str]:
+    """Evaluations due at `step` that metrics.jsonl does not hold (preempted or killed during them). Process 0
+    reads the file and every host takes its answer, since evaluations run collectives on all of them."""
+    due = sorted(_due_evaluations(config, step))
+    missing = np.zeros(len(due), np.int32)
+    if jax.process_index() == 0 and due:
+        rows = [row for row in read_jsonl(workdir / "metrics.jsonl", torn_tail_ok=True) if row.get("step") == step]
+        done = {"loss": any("eval_loss" in row for row in rows),
+                "generate": any(key.startswith("gen/") for row in rows for key in row)}
+        missing = np.array([not done[name] for name in due], np.int32)
+    if jax.process_count() > 1:
+        missing = multihost_utils.broadcast_one_to_all(missing)
+    return {name for name, m in zip(due, missing) if m}
+
+
+def check_resumable(workdir: Path, config: ConfigDict) -> None:
+    """Refuse to continue WORKDIR's checkpoints under a config that defines another run, before any work."""
+    saved_path = workdir / "config.json"
+    if not saved_path.is_file() or not saved_steps(workdir):
+        return
+    saved = read_json(saved_path)  # an unreadable one names itself; it describes the checkpoints here
+    differences = resume_differences(saved, config)
+    if differences:
+        keys = ",".join(d.split(":")[0] for d in differences)
+        raise ConfigError(
+            f"{workdir} holds checkpoints of a run whose config differs from this one ({saved_path}): "
+            + "; ".join(differences),
+            hint=f"use a new --workdir, or accept the change deliberately with --config.resume_allow={keys}")
+
+
+def _latest_saved(checkpointer: Checkpointer) -> int | None:
+    """The newest committed step, for a run that failed (the failure may be the checkpointer's own)."""
+    try:
+        checkpointer.wait()
+        return checkpointer.latest_step()
+    except Exception:  # noqa: BLE001 - the original error is the one to report
+        return None
+
+
+def train(config: ConfigDict, workdir: str | Path) -> dict[str, float]:
+    """Run (or resume) training; returns the last logged metrics.
+
+    On a preemption signal the current step is saved and `Preempted` is raised (the same call resumes).
+    WORKDIR/status.json says whether the run is running, preempted, failed or finished.
+    """
+    workdir = Path(workdir)
+    watch = PreemptionWatch()  # first: a signal during setup is honoured at the first step
+    checkpointer: Checkpointer | None = None
+    metrics_log: MetricsLog | None = None
+    started = False
+    try:
+        validate(config)
+        check_resumable(workdir, config)
+        workdir.mkdir(parents=True, exist_ok=True)
+        s = setup(config)
+        config = s.config  # resolved: train.steps derived from train.epochs where set
+        checkpointer = Checkpointer(workdir, config.checkpoint.every_steps, config.checkpoint.keep,
+                                    config.checkpoint.async_save)
+        stream = make_stream(s, "train")
+        with s.activate():
+            restored = checkpointer.restore_latest(s.abstract_state, config.checkpoint.fallback)
+            if restored is None:
+                state, start_step = s.init_fn(), 0
+            else:
+                start_step, state, data_state = restored
+                stream.set_state(data_state)
+                log.info("resumed from step %d (%s)", start_step, checkpointer.directory)
+        if jax.process_index() == 0:  # only now: a run that could not start leaves the workdir as it was
+            write_text_atomic(workdir / "config.json", config.to_json_best_effort(indent=2))
+            write_status(workdir, "running", start_step)
+        started = True
+        metrics_log = MetricsLog(workdir)
+        last, step = _loop(s, workdir, state, start_step, stream, checkpointer, metrics_log, watch)
+        checkpointer.close()  # the final save committed before the run says it finished
+    except Preempted:
+        if started and jax.process_index() == 0:
+            write_status(workdir, "preempted", checkpointer.latest_step(), signal=watch.signal_name)
+        raise
+    except BaseException as e:
+        if started and jax.process_index() == 0:
+            write_status(workdir, "failed", _latest_saved(checkpointer), error=f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        if checkpointer is not None:
+            checkpointer.close()
+        if metrics_log is not None:
+            metrics_log.close()
+        watch.restore()
+    if jax.process_index() == 0:
+        from pivot_jax.report import write_report
+
+        report = write_report([workdir], workdir)[0] if config.eval.generate_every_steps else None
+        start = next((row for row in read_jsonl(workdir / "metrics.jsonl", torn_tail_ok=True) if row["step"] == 0),
+                     None)
+        print(results_table(workdir, step, last, checkpointer.latest_step(), report, start))
+        write_status(workdir, "finished", checkpointer.latest_step())
+    return last
+
+
+def _loop(s: Setup, workdir: Path, state: dict[str, Any], start_step: int, stream: BatchStream,
+          checkpointer: Checkpointer, metrics_log: MetricsLog, watch: PreemptionWatch
+          ) -> tuple[dict[str, float], int]:
+    """Steps from `start_step` to `train.steps`: logging, evaluations, checkpoints, preemption."""
+    config = s.config
     total_steps = config.train.steps
     n_devices = s.mesh.size
     tokens_per_step = config.train.global_batch_size * config.train.seq_len
     flops_per_step = throughput.training_flops_per_token(s.model_cfg, config.train.seq_len) * tokens_per_step
     peak = throughput.peak_tflops()
-    metrics_log = MetricsLog(workdir)
-    preemption = _Preemption()
     log.info("model %s: %s parameters | mesh %s | %d steps x %d tokens", config.model.init_from or config.model.preset,
              f"{s.model_cfg.num_params():,}", dict(s.mesh.shape), total_steps, tokens_per_step)
 
     generation_eval = _generation_eval(s, workdir) if config.eval.generate_every_steps else None
-    if generation_eval and config.eval.generate_at_start and start_step == 0:
-        with s.activate():
-            before = generation_eval(state["params"], 0)
-            if config.eval.every_steps:
-                before["eval_loss"] = run_eval(s, state["params"])
-        metrics_log.write(0, before)
-        log.info("step 0 (before training): %s", " | ".join(f"{k} {v:.4g}" for k, v in sorted(before.items())))
+    # Before training (the "before" of report.md), or the evaluations a preemption cut short at the saved step.
+    if start_step == 0:
+        before = {"loss", "generate"} if generation_eval and config.eval.generate_at_start else set()
+        if not config.eval.every_steps:
+            before.discard("loss")
+    else:
+        before = _unfinished_evaluations(config, workdir, start_step)
+        if before:
+            log.info("redoing the evaluation of step %d (%s), cut short before it finished", start_step,
+                     ", ".join(sorted(before)))
+    if before:
+        try:
+            with s.activate(), watch.abandonable():
+                results = _evaluate(s, state["params"], start_step, before, generation_eval)
+        except EvaluationAbandoned:
+            raise Preempted(start_step, saved=start_step > 0) from None
+        metrics_log.write(start_step, results)
+        log.info("step %d (evaluation): %s", start_step, " | ".join(f"{k} {v:.4g}" for k, v in sorted(results.items())))
+
     pending: list[tuple[int, dict[str, jax.Array]]] = []
     last: dict[str, float] = {}
     window_start, window_steps, run_start = time.perf_counter(), 0, time.perf_counter()
     step = start_step
-    try:
-        with s.activate():
-            while step < total_steps:
-                batch = global_batch(next(stream), s.batch_sharding)
-                state, metrics = s.step_fn(state, batch)
-                step += 1
-                window_steps += 1
-                pending.append((step, metrics))
-                # Evaluation steps are logged steps too, so their cadence does not depend on log_every_steps.
-                log_now = (step % config.train.log_every_steps == 0 or step == total_steps
-                           or any(every and step % every == 0
-                                  for every in (config.eval.every_steps, config.eval.generate_every_steps)))
-                save_now = checkpointer.due(step) or step == total_steps or preemption.requested
-                if step == start_step + 1 and not log_now:  # compilation is not throughput
-                    jax.block_until_ready(metrics)
-                    log.info("first step done (compiled) in %.1fs", time.perf_counter() - window_start)
-                    window_start, window_steps = time.perf_counter(), 0
-                if log_now or save_now:
-                    _check_finite(pending, checkpointer)
-                if log_now:
-                    jax.block_until_ready(metrics)
-                    elapsed = time.perf_counter() - window_start
-                    tps = window_steps * tokens_per_step / elapsed
-                    tflops = window_steps * flops_per_step / elapsed / n_devices / 1e12
-                    last = dict(loss=float(metrics["loss"]), lr=float(metrics["lr"]),
-                                grad_norm=float(metrics["grad_norm"]), tokens_per_sec=tps, tflops_per_device=tflops)
-                    if peak:
-                        last["mfu"] = tflops / peak
-                    if config.eval.every_steps and step % config.eval.every_steps == 0:
-                        last["eval_loss"] = run_eval(s, state["params"])
-                    if generation_eval and step % config.eval.generate_every_steps == 0:
-                        last.update(generation_eval(state["params"], step))
-                    metrics_log.write(step, last)
-                    remaining = (total_steps - step) * elapsed / window_steps
-                    mfu = f"MFU {last['mfu']:.1%}" if peak else "MFU n/a (cpu)"
-                    evl = f" | eval {last['eval_loss']:.4f}" if "eval_loss" in last else ""
-                    log.info("step %d/%d | loss %.4f%s | lr %.2e | %s tok/s | %.3f TFLOP/s/device | %s | ETA %s",
-                             step, total_steps, last["loss"], evl, last["lr"], f"{tps:,.0f}", tflops, mfu,
-                             _fmt_eta(remaining))
-                    window_start, window_steps = time.perf_counter(), 0
-                if save_now:
-                    pending.clear()
-                    checkpointer.save(step, state, stream.get_state())
-                if preemption.requested:
-                    log.warning("SIGTERM received: saved step %d, stopping", step)
-                    break
-                if not log_now and not save_now and len(pending) > 1000:
-                    pending = pending[-1:]  # bounded; finiteness of older steps was never needed
-    finally:
-        checkpointer.close()
-        metrics_log.close()
-        preemption.restore()
+    with s.activate():
+        while step < total_steps:
+            batch = global_batch(next(stream), s.batch_sharding)
+            state, metrics = s.step_fn(state, batch)
+            step += 1
+            window_steps += 1
+            pending.append((step, metrics))
+            # Evaluation steps are logged steps too, so their cadence does not depend on log_every_steps.
+            due = _due_evaluations(config, step)
+            log_now = step % config.train.log_every_steps == 0 or step == total_steps or bool(due)
+            save_due = checkpointer.due(step) or step == total_steps
+            if step == start_step + 1 and not log_now:  # compilation is not throughput
+                jax.block_until_ready(metrics)
+                log.info("first step done (compiled) in %.1fs", time.perf_counter() - window_start)
+                window_start, window_steps = time.perf_counter(), 0
+            if log_now:
+                _check_finite(pending, checkpointer)
+                jax.block_until_ready(metrics)
+                elapsed = time.perf_counter() - window_start
+                tps = window_steps * tokens_per_step / elapsed
+                tflops = window_steps * flops_per_step / elapsed / n_devices / 1e12
+                last = dict(loss=float(metrics["loss"]), lr=float(metrics["lr"]),
+                            grad_norm=float(metrics["grad_norm"]), tokens_per_sec=tps, tflops_per_device=tflops)
+                if peak:
+                    last["mfu"] = tflops / peak
+                try:
+                    if due:
+                        with watch.abandonable():
+                            last.update(_evaluate(s, state["params"], step, due, generation_eval))
+                except EvaluationAbandoned:
+                    log.warning("step %d: evaluation cut short by %s (it is redone on resume)", step,
+                                watch.signal_name)
+                metrics_log.write(step, last)
+                remaining = (total_steps - step) * elapsed / window_steps
+                mfu = f"MFU {last['mfu']:.1%}" if peak else "MFU n/a (cpu)"
+                evl = f" | eval {last['eval_loss']:.4f}" if "eval_loss" in last else ""
+                log.info("step %d/%d | loss %.4f%s | lr %.2e | %s tok/s | %.3f TFLOP/s/device | %s | ETA %s",
+                         step, total_steps, last["loss"], evl, last["lr"], f"{tps:,.0f}", tflops, mfu,
+                         _fmt_eta(remaining))
+                window_start, window_steps = time.perf_counter(), 0
+            # Decided after the step's logging and evaluations, so a signal that arrived during them counts.
+            preempted = watch.agreed(step)
+            if save_due or preempted:
+                _check_finite(pending, checkpointer)
+                pending.clear()
+                checkpointer.save(step, state, stream.get_state())
+            if preempted:
+                checkpointer.wait()  # committed before the process leaves
+                since = watch.seconds_since_signal()
+                log.warning("preempted (%s): saved step %d%s; exiting with status %d, run the same command to "
+                            "resume", watch.signal_name or "preemption notice", step,
+                            f", {since:.1f} s after the signal" if since is not None else "", PREEMPTED_EXIT_CODE)
+                raise Preempted(step, saved=True)
+            if not log_now and not save_due and len(pending) > 1000:
+                pending = pending[-1:]  # bounded; finiteness of older steps was never needed
     log.info("done in %s", _fmt_eta(time.perf_counter() - run_start))
-    if jax.process_index() == 0:
-        from pivot_jax.report import read_jsonl, write_report
-
-        report = write_report([workdir], workdir)[0] if generation_eval else None
-        start = next((row for row in read_jsonl(workdir / "metrics.jsonl") if row["step"] == 0), None)
-        print(results_table(workdir, step, last, checkpointer.latest_step(), report, start))
-    return last
+    return last, step
 
 
 def results_table(workdir: Path, step: int, last: dict[str, float], checkpoint_step: int | None,
@@ -521,24 +535,34 @@ def initialize_distributed(coordinator: str | None, num_processes: int | None, p
 def main(argv: list[str]) -> None:
     from absl import flags
 
-    from pivot_jax.cli import setup_logging
+    from pivot_jax.cli import exit_on_user_error, setup_logging
 
     del argv
     f = flags.FLAGS
     setup_logging("pivot_jax")
-    initialize_distributed(f.coordinator_address, f.num_processes, f.process_id)
-    train(f.config, f.workdir)
+
+    def run() -> None:
+        initialize_distributed(f.coordinator_address, f.num_processes, f.process_id)
+        train(f.config, f.workdir)
+
+    try:
+        exit_on_user_error(run, f.verbose)
+    except Preempted:
+        raise SystemExit(PREEMPTED_EXIT_CODE) from None  # not 0: schedulers and sweeps run it again
 
 
 def cli() -> None:
     from absl import app, flags
     from ml_collections import config_flags
 
+    from pivot_jax.cli import define_verbose_flag
+
     config_flags.DEFINE_config_file("config", None, "config file (configs/FILE.py[:ARGS])", lock_config=True)
     flags.DEFINE_string("workdir", None, "checkpoints, metrics and TensorBoard logs go here")
     flags.DEFINE_string("coordinator_address", None, "multi-host: HOST:PORT of process 0 (else auto-detect)")
     flags.DEFINE_integer("num_processes", None, "multi-host: number of processes")
     flags.DEFINE_integer("process_id", None, "multi-host: this process's index")
+    define_verbose_flag()
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main)
 

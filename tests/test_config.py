@@ -1,9 +1,11 @@
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
 
-from pivot_jax.config import parse_arg
+from pivot_jax.config import RANGES, base_config, flatten, parse_arg, resume_differences, validate
+from pivot_jax.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -79,3 +81,50 @@ def test_smollm2_plug_runs_and_reports(smollm2_gguf, tmp_path):
     assert {("0", "f1"), ("1", "f1"), ("0", "plug_marker_not_found"), ("1", "language_fidelity")} <= metrics
     assert all(r["samples"] == 2 and r["protocol"] == "xquad/es/plug/greedy" for r in rows)
     assert "| f1 |" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("train.seq_len", 0, "train.seq_len=0: must be >= 2"),
+    ("optimizer.lr", -1.0, "optimizer.lr=-1.0: must be > 0 and finite"),
+    ("optimizer.lr", float("nan"), "optimizer.lr=nan: must be > 0 and finite"),
+    ("train.log_every_steps", 0, "train.log_every_steps=0: must be >= 1"),
+    ("train.global_batch_size", 0, "train.global_batch_size=0"),
+    ("optimizer.b2", 1.0, r"optimizer.b2=1.0: must be in \[0, 1\)"),
+    ("optimizer.eps", 0.0, "optimizer.eps=0.0"),
+    ("train.epochs", float("inf"), "train.epochs=inf"),
+    ("mesh.fsdp", 0, "mesh.fsdp=0: must be >= 1, or -1"),
+    ("eval.steps", 0, "eval.steps=0"),
+    ("checkpoint.keep", -1, "checkpoint.keep=-1"),
+    ("data.validation_fraction", 1.0, "data.validation_fraction=1.0"),
+    ("model.dtype", "float8", "model.dtype='float8'"),
+    ("model.preset", "llama9", "model.preset='llama9'"),
+])
+def test_out_of_range_values_are_refused_naming_key_and_value(key, value, message):
+    config = base_config()
+    section, leaf = key.split(".")
+    config[section][leaf] = value
+    with pytest.raises(ConfigError, match=message):
+        validate(config)
+
+
+def test_every_numeric_key_of_the_schema_has_a_range():
+    numeric = {key for key, value in flatten(base_config())
+               if isinstance(value, (int, float)) and not isinstance(value, bool)}
+    assert numeric <= set(RANGES), sorted(numeric - set(RANGES))
+    validate(base_config())
+    for name in ("coit", "muit", "plug", "xinstruct", "tiny", "quickstart"):
+        validate(load(name))
+
+
+def test_resume_differences_name_run_defining_keys_only():
+    saved = json.loads(base_config().to_json_best_effort())
+    config = base_config()
+    config.optimizer.lr, config.eval.steps, config.mesh.fsdp, config.checkpoint.keep = 5e-3, 9, 2, 1
+    assert resume_differences(saved, config) == ["optimizer.lr: saved 0.001, now 0.005"]
+    config.resume_allow = "optimizer"
+    assert resume_differences(saved, config) == []
+    config.train.epochs, config.train.steps = 2.0, 77  # steps derived from epochs: compared through the data
+    assert resume_differences(saved, config) == ["train.epochs: saved 0.0, now 2.0"]
+    del saved["data"]["tfds_dir"]  # an older schema without the key: not compared
+    config.data.tfds_dir = "/x"
+    assert resume_differences(saved, config) == ["train.epochs: saved 0.0, now 2.0"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import struct
 from pathlib import Path
 
 import gguf
@@ -286,6 +288,38 @@ def test_not_a_gguf_file(tmp_path):
         read_config(truncated)
     with pytest.raises(FileNotFoundError, match=r"absent\.gguf: no such GGUF file"):
         load_params(tmp_path / "absent.gguf")
+
+
+def _header(*kv: bytes, tensors: int = 0) -> bytes:
+    """A GGUF v3 header: magic, version, tensor count, key count, then the given key-value records."""
+    return b"GGUF" + struct.pack("<IQQ", 3, tensors, len(kv)) + b"".join(kv)
+
+
+def _key(name: str) -> bytes:
+    return struct.pack("<Q", len(name)) + name.encode()
+
+
+ARRAY, UINT8, UINT32, STRING = 9, 0, 4, 8
+
+
+@pytest.mark.parametrize("data", [
+    _header(_key("a") + struct.pack("<IIQ", ARRAY, UINT8, 2**63)),  # 2**63 items in a file of 40 bytes
+    _header(_key("a") + struct.pack("<IIQ", ARRAY, ARRAY, 2**62)),  # as many empty nested arrays
+    _header(_key("general.architecture") + struct.pack("<IQ", STRING, 2**62) + b"llama"),  # a cut string
+    _header(_key("a") + struct.pack("<II", UINT32, 1), tensors=1),  # a cut value, then a missing tensor
+    _header(_key("a") + struct.pack("<IB", 99, 0)),  # an unknown value type
+], ids=["huge-array", "huge-nested-array", "cut-string", "cut-value", "unknown-type"])
+def test_corrupt_counts_and_cut_headers_fail_fast(tmp_path, data):
+    path = tmp_path / "corrupt.gguf"
+    path.write_bytes(data)
+    previous = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("reading the header did not stop"))
+    signal.alarm(10)
+    try:
+        with pytest.raises(WeightsError, match=r"corrupt\.gguf: unreadable GGUF file"):
+            read_config(path)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def test_smollm2_q4_1_matches_transformers(smollm2_gguf):

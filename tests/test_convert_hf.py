@@ -124,3 +124,42 @@ def test_unsupported_rope_type_is_named():
     with pytest.raises(WeightsError, match="yarn"):
         hf.config_from_hf({"vocab_size": 8, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
                            "intermediate_size": 8, "rope_scaling": {"rope_type": "yarn", "factor": 2.0}})
+
+
+def _indexed(directory, shard):
+    """A model directory whose index puts tensor 'a' in a shard of its own and tensor 'b' in `shard`; the index."""
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({"a": np.zeros(2, np.float32)}, directory / "model-00001-of-00002.safetensors")
+    index = directory / hf.INDEX_FILE
+    index.write_text(json.dumps({"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors", "b": shard}}))
+    return index
+
+
+@pytest.mark.parametrize("shard", ["../outside.safetensors", "{outside}", "sub/../../outside.safetensors", "..",
+                                   "link.safetensors", "linked_dir/outside.safetensors", "", 3, None])
+def test_index_shards_must_stay_in_the_model_directory(tmp_path, shard):
+    outside = tmp_path / "outside.safetensors"
+    save_file({"b": np.ones(2, np.float32)}, outside)
+    shard = shard.format(outside=outside) if isinstance(shard, str) else shard
+    index = _indexed(tmp_path / "model", shard)
+    (tmp_path / "model" / "sub").mkdir()
+    (tmp_path / "model" / "link.safetensors").symlink_to(outside)
+    (tmp_path / "model" / "linked_dir").symlink_to(tmp_path, target_is_directory=True)
+    with pytest.raises(WeightsError) as info:
+        hf.SafetensorsSource(tmp_path / "model")
+    assert f"{index}: tensor 'b'" in str(info.value) and f"shard {shard!r}" in str(info.value)
+
+
+def test_index_shards_in_subfolders_and_the_hub_cache_layout_load(tmp_path):
+    _indexed(tmp_path / "plain", "sub/../sub/model-00002-of-00002.safetensors")
+    (tmp_path / "plain" / "sub").mkdir()
+    save_file({"b": np.ones(2, np.float32)}, tmp_path / "plain" / "sub" / "model-00002-of-00002.safetensors")
+    assert sorted(hf.SafetensorsSource(tmp_path / "plain").keys()) == ["a", "b"]
+    # The Hugging Face cache: a snapshot's files are links into its repository's blobs/.
+    repo = tmp_path / "hub" / "models--org--tiny"
+    (repo / "blobs").mkdir(parents=True)
+    save_file({"b": np.ones(2, np.float32)}, repo / "blobs" / "0123abcd")
+    snapshot = repo / "snapshots" / "rev1"
+    _indexed(snapshot, "model-00002-of-00002.safetensors")
+    (snapshot / "model-00002-of-00002.safetensors").symlink_to("../../blobs/0123abcd")
+    assert sorted(hf.SafetensorsSource(snapshot).keys()) == ["a", "b"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import http.server
 import json
@@ -11,10 +12,12 @@ import socket
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from pivot_jax.errors import PivotError
 from pivot_jax.eval import judge as J
 
 SPECS = Path(__file__).resolve().parents[1].parent / "shared" / "specs"
@@ -124,18 +127,26 @@ def clean_env(monkeypatch):
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
 
 
-@pytest.fixture
-def server():
-    fake = FakeChatServer()
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+@contextlib.contextmanager
+def _serving(host: str, handler: type, fake: FakeChatServer) -> Iterator[FakeChatServer]:
+    """`fake` served by `handler` on `host` (a free port) in a thread, for the duration of the block."""
+    httpd = http.server.ThreadingHTTPServer((host, 0), handler)
     httpd.fake = fake
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
-    fake.base_url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    yield fake
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    fake.base_url = f"http://{host}:{httpd.server_address[1]}/v1"
+    try:
+        yield fake
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def server():
+    with _serving("127.0.0.1", _Handler, FakeChatServer()) as fake:
+        yield fake
 
 
 @pytest.fixture
@@ -443,6 +454,67 @@ def test_connection_errors_are_retried(tmp_path, sleeps):
     assert base_url in str(info.value) and info.value.status is None
     assert sleeps == [1.0, 2.0] and client.usage.requests == 3
 
+
+@pytest.mark.parametrize("content_type, body", [
+    ("text/html", "<html>proxy login page</html>"),
+    ("application/json", "[1, 2]"),
+    ("application/json", ""),
+])
+def test_non_json_answer_names_url_and_status(server, make_client, sleeps, tmp_path, content_type, body):
+    server.failures = [(200, {"Content-Type": content_type}, body)]
+    with pytest.raises(J.JudgeAPIError, match="non-JSON") as info:
+        make_client().chat([{"role": "user", "content": "hi"}])
+    message = str(info.value)
+    assert server.base_url + "/chat/completions" in message and "HTTP 200" in message and content_type in message
+    assert info.value.status == 200 and isinstance(info.value, PivotError)
+    assert len(server.requests) == 1 and sleeps == []  # a wrong service does not get better by asking again
+    assert not (tmp_path / "cache").exists()
+
+
+class _AnyRequestHandler(_Handler):
+    """Records any GET or POST and answers it as a judge would: a followed redirect would be taken as the reply."""
+
+    def do_POST(self):
+        fake: FakeChatServer = self.server.fake
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        with fake.lock:
+            fake.requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers)})
+        reply = {"choices": [{"message": {"role": "assistant", "content": "[[A]] from elsewhere"}}]}
+        self._send(200, {"Content-Type": "application/json"}, json.dumps(reply))
+
+    do_GET = do_POST
+
+
+@pytest.fixture
+def other_host():
+    """A second server on `localhost`, another origin than the judge's 127.0.0.1, answering every request."""
+    with _serving("localhost", _AnyRequestHandler, FakeChatServer()) as fake:
+        yield fake
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_redirects_are_not_followed(server, other_host, make_client, sleeps, tmp_path, caplog, status):
+    caplog.set_level(logging.DEBUG)
+    elsewhere = other_host.base_url + "/chat/completions"
+    server.failures = [(status, {"Location": elsewhere}, "moved")]
+    with pytest.raises(J.JudgeAPIError) as info:
+        make_client(timeout=5).chat([{"role": "user", "content": "hi"}])
+    assert other_host.requests == []  # the key never travels to the other host; nothing does
+    message = str(info.value)
+    assert f"HTTP {status}" in message and "redirect" in message and elsewhere in message
+    assert server.base_url + "/chat/completions" in message and info.value.hint
+    assert info.value.status == status
+    assert isinstance(info.value, PivotError) and isinstance(info.value, RuntimeError)  # old excepts still catch it
+    assert len(server.requests) == 1 and sleeps == []  # not retried
+    assert not (tmp_path / "cache").exists()
+    assert API_KEY not in message + repr(info.value) + caplog.text
+
+
+def test_same_host_redirect_is_not_followed_either(server, make_client):
+    server.failures = [(302, {"Location": "/v1/chat/completions"}, "")]
+    with pytest.raises(J.JudgeAPIError, match=re.escape(f"a redirect to {server.base_url}/chat/completions;")):
+        make_client().chat([{"role": "user", "content": "hi"}])
+    assert len(server.requests) == 1
 
 def test_malformed_response_is_an_error_and_not_cached(server, make_client):
     server.failures = [(200, {}, "<html>proxy page</html>")]

@@ -6,6 +6,7 @@ import seqio
 
 from pivot_jax.config import base_config
 from pivot_jax.data import formats, mixtures
+from pivot_jax.errors import PivotError
 from pivot_jax.tokenizer import Tokenizer, seqio_vocabulary
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -191,3 +192,28 @@ def test_eval_sets_as_seqio_tasks(vocab):
                             limit=3, prompt_format="plug"))
     mixtures.eval_task("pivot_eval_x_alpacaeval_en", alpaca_eval, vocab, 512)
     assert _examples("pivot_eval_x_alpacaeval_en", "test")[0]["inputs"].startswith("<|system|>\n")
+
+
+@pytest.mark.parametrize("key, value, shown", [
+    ("parallel_target", "DIR/x.{lng}", "'lng'"),
+    ("alpaca_target", "DIR/alpaca_{0}.json", "'0'"),
+    ("parallel_source", "DIR/x.{lang", "unmatched brace"),
+    ("xinstruct_file", "DIR/{lang.upper}.jsonl", "'lang.upper'"),
+])
+def test_placeholder_typos_in_data_paths_are_named(tmp_path, key, value, shown):
+    kw = dict(method="xinstruct" if key == "xinstruct_file" else "coit", langs="es",
+              parallel_source=str(tmp_path / "x.{lang}"), parallel_target=str(tmp_path / "y.{lang}"))
+    kw[key] = value.replace("DIR", str(tmp_path))
+    with pytest.raises(PivotError) as info:
+        mixtures.build(data_config(**kw), None, 128)  # fails before any task needs a vocabulary
+    message = str(info.value)
+    assert f"data.{key}" in message and kw[key] in message and "{lang}" in message and shown in message
+
+
+def test_plug_pivot_records_need_their_output(tmp_path):
+    (tmp_path / "en.jsonl").write_text('{"id": 1, "instruction": "a", "output": "b"}\n{"id": 2, "instruction": "c"}\n')
+    (tmp_path / "es.jsonl").write_text('{"id": 1, "instruction": "x", "output": "y"}\n')
+    d = data_config(method="plug", langs="es", alpaca_pivot=str(tmp_path / "en.jsonl"),
+                    alpaca_target=str(tmp_path / "{lang}.jsonl"))
+    with pytest.raises(PivotError, match=r"en\.jsonl: line 2: missing required field 'output'"):
+        mixtures.build(d, None, 128)  # fails while reading, before any task needs a vocabulary

@@ -1,5 +1,7 @@
 """The public API and CLIs on the real SmolLM2-135M-Instruct GGUF (skipped with a reason if not installed)."""
 
+import json
+import re
 import subprocess
 import sys
 
@@ -89,3 +91,45 @@ def test_bad_specs_are_named(tmp_path):
         pivot_jax.load_pretrained(f"hf:{tmp_path / 'nowhere'}")
     with pytest.raises(FileNotFoundError, match="config.json"):
         pivot_jax.load_pretrained(f"orbax:{tmp_path}")
+
+
+def _run_dir(tmp_path, text: str):
+    (tmp_path / "config.json").write_text(text, encoding="utf-8")
+    return f"run:{tmp_path}"
+
+
+@pytest.mark.parametrize("drop, message", [
+    (("model", "param_dtype"), r"missing key 'model\.param_dtype' \(expected a string, e\.g\. 'float32'\)"),
+    (("model", "scan_layers"), r"missing key 'model\.scan_layers' \(expected a boolean, e\.g\. True\)"),
+    (("model", None), r"missing key 'model' \(expected the model section of a training config\)"),
+])
+def test_run_config_missing_keys_are_named(tmp_path, drop, message):
+    from pivot_jax.config import base_config
+    from pivot_jax.errors import PivotError
+    from pivot_jax.pretrained import read_config
+
+    saved = base_config().to_dict()
+    section, key = drop
+    del (saved[section] if key else saved)[key or section]
+    spec = _run_dir(tmp_path, json.dumps(saved))
+    with pytest.raises(PivotError, match=rf"{re.escape(str(tmp_path / 'config.json'))}: {message}"):
+        read_config(spec)
+
+
+def test_run_config_wrong_types_and_non_json_are_named(tmp_path):
+    from pivot_jax.config import base_config
+    from pivot_jax.errors import PivotError
+    from pivot_jax.pretrained import load_tokenizer, read_config
+
+    saved = base_config().to_dict()
+    saved["model"]["max_seq_len"] = "long"
+    with pytest.raises(PivotError, match=r"config\.json: key 'model\.max_seq_len' should be an integer, got 'long'"):
+        read_config(_run_dir(tmp_path, json.dumps(saved)))
+    saved = base_config().to_dict()
+    del saved["data"]["tokenizer"]
+    with pytest.raises(PivotError, match=r"config\.json: missing key 'data\.tokenizer'"):
+        load_tokenizer(_run_dir(tmp_path, json.dumps(saved)))
+    with pytest.raises(PivotError, match=r"config\.json: line 1: invalid JSON"):
+        read_config(_run_dir(tmp_path, "model:\n  preset: tiny\n"))
+    with pytest.raises(PivotError, match=r"config\.json: expected a JSON object \(a training config\), got list"):
+        read_config(_run_dir(tmp_path, "[]"))

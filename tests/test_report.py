@@ -5,6 +5,7 @@ import json
 import pytest
 
 from pivot_jax import report
+from pivot_jax.errors import PivotError
 
 
 def make_run(path, evals, losses=()):
@@ -78,3 +79,33 @@ def test_errors_name_the_problem(tmp_path):
         report.read_run(standalone)
     with pytest.raises(SystemExit):
         report.main([str(broken), str(empty)])  # several runs need --output
+
+
+def test_index_lines_keep_unicode_line_separators_and_a_torn_tail_is_ignored(tmp_path):
+    run = make_run(tmp_path / "u", {0: {"bleu": 1.0}})
+    row = {"model": "run:\u2028x\u2029y\x85z", "metric": "chrf++", "value": 2.0, "samples": 10, "protocol": "p",
+           "step": "0"}
+    with open(run / "results_index.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(row, ensure_ascii=False) + "\n" + '{"metric": "bl')  # an evaluation cut short
+    assert report.read_run(run).evals[0] == {"bleu": (1.0, "qa/es/u/greedy", 10), "chrf++": (2.0, "p", 10)}
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"metric": "bleu", "value": "high", "samples": 10, "protocol": "p", "step": "0"},
+     r"line 2: field 'value' should be a number, got str"),
+    ({"metric": ["bleu"], "value": 1.0, "samples": 10, "protocol": "p", "step": "0"},
+     r"line 2: field 'metric' should be a string, got list"),
+    ({"metric": "bleu", "value": 1.0, "samples": 10, "step": "0"}, r"line 2: missing field 'protocol'"),
+    ({"metric": "bleu", "value": 1.0, "samples": 1.5, "protocol": "p", "step": "0"},
+     r"line 2: field 'samples' should be an integer, got float"),
+    ({"metric": "bleu", "value": 1.0, "samples": 10, "protocol": "p", "step": "last"},
+     r"line 2: field 'step' should be an integer \(or its digits as a string\), got 'last'"),
+    (["bleu", 1.0], r"line 2: expected a JSON object, got list"),
+])
+def test_index_lines_of_the_wrong_shape_are_named(tmp_path, row, message):
+    run = make_run(tmp_path / "bad", {0: {"bleu": 1.0}})
+    with open(run / "results_index.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+    with pytest.raises(PivotError, match=rf"bad/results_index\.jsonl: {message}"):
+        report.read_run(run)
+

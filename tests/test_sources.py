@@ -254,3 +254,46 @@ def test_alpaca_eval_and_mgsm_errors(tmp_path):
         S.read_mgsm(write(tmp_path / "m.tsv", "q?\t \n"))
     with pytest.raises(S.DataError, match=r"m\.tsv: file is empty"):
         S.read_mgsm(write(tmp_path / "m.tsv", "\n"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Field types are checked when a file is read, not when TensorFlow or a prompt template meets them
+
+@pytest.mark.parametrize("record, message", [
+    ({"instruction": "a", "output": 123}, r"field 'output' should be a string, got int"),
+    ({"instruction": ["a", "b"], "output": "c"}, r"field 'instruction' should be a string, got list"),
+    ({"instruction": "a", "input": {"x": 1}, "output": "c"}, r"field 'input' should be a string or null, got dict"),
+    ({"instruction": "a", "output": "b", "id": [1]}, r"field 'id' should be a string or an integer, got list"),
+    ({"instruction": "a", "output": "b", "id": True}, r"field 'id' should be a string or an integer, got bool"),
+    ({"instruction": "a", "output": "b", "id": 1.5}, r"field 'id' should be a string or an integer, got float"),
+    ({"instruction": "a", "output": "b", "group": 3}, r"field 'group' should be a string, got int"),
+])
+def test_instruction_fields_of_the_wrong_type_are_named(tmp_path, record, message):
+    good = {"instruction": "x", "output": "y"}
+    lines = write(tmp_path / "a.jsonl", json.dumps(good) + "\n" + json.dumps(record) + "\n")
+    with pytest.raises(S.DataError, match=rf"a\.jsonl: line 2: {message}"):
+        S.read_instruction_records(lines, required=("instruction", "output"))
+    listed = write(tmp_path / "a.json", "[\n" + json.dumps(good) + ",\n" + json.dumps(record) + "\n]")
+    with pytest.raises(S.DataError, match=rf"a\.json: line 3 \(record 2\): {message}"):
+        S.read_records(listed)
+
+
+def test_type_errors_name_the_source_field_and_null_input_is_empty(tmp_path):
+    path = write(tmp_path / "r.jsonl", '{"prompt": "a", "response": 7}\n')
+    with pytest.raises(S.DataError, match=r"r\.jsonl: line 1: field 'response' \(read as 'output'\) should be a "
+                                          r"string, got int"):
+        S.read_records(path, fields={"prompt": "instruction", "response": "output"})
+    # Alpaca writes "" for no input; exports through pandas write null, which means the same.
+    path = write(tmp_path / "n.jsonl", '{"instruction": "a", "input": null, "output": "b", "id": 4}\n')
+    assert S.read_records(path, required=("instruction", "output")) == [
+        {"instruction": "a", "input": "", "output": "b", "id": 4}]
+
+
+def test_alpaca_eval_field_types(tmp_path):
+    with pytest.raises(S.DataError, match=r"x\.json: line 1 \(record 1\): field 'id' should be a string or an "
+                                          r"integer, got list"):
+        S.read_alpaca_eval(write(tmp_path / "x.json", '[{"id": [1], "instruction": "a"}]'))
+    with pytest.raises(S.DataError, match=r"x\.json: line 1 \(record 1\): field 'dataset' should be a string, got int"):
+        S.read_alpaca_eval(write(tmp_path / "x.json", '[{"instruction": "a", "dataset": 5}]'))
+    with pytest.raises(S.DataError, match=r"x\.json: line 1 \(record 1\): field 'instruction' should be a string"):
+        S.read_alpaca_eval(write(tmp_path / "x.json", '[{"instruction": {"text": "a"}}]'))

@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ import tensorflow_datasets as tfds
 
 from pivot_jax.data import BATCH_KEYS, formats, sources, tasks
 from pivot_jax.data import tfds_builders as tb
+from pivot_jax.errors import PivotError
 from pivot_jax.tokenizer import Tokenizer, seqio_vocabulary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -238,3 +240,30 @@ def test_command_line_prints_a_usable_tfds_name(tmp_path, capsys):
                     "--name", "cli_chat", "--data_dir", str(tmp_path / "tfds")])
     assert capsys.readouterr().out == "pivot_instructions/cli_chat:1.0.0\n" and name.startswith("pivot_instructions/")
     assert _rows(name, tmp_path / "tfds") == [{"id": "1", "instruction": "Hi?", "input": "", "output": "Hello."}]
+
+
+@pytest.mark.parametrize("name", ["../../escape", "..", "a/b", "{tmp}/abs", "en.es", "en-es", "En_es", "1st", "_x",
+                                  "", "x\n"])
+def test_dataset_names_cannot_leave_data_dir(tmp_path, name, capsys, monkeypatch):
+    monkeypatch.delenv("PIVOT_JAX_VERBOSE", raising=False)
+    name = name.format(tmp=tmp_path)  # an absolute name is the path itself: keep it where the test may write
+    (tmp_path / "in").mkdir()
+    for suffix, line in (("en", "one\n"), ("es", "uno\n")):
+        (tmp_path / "in" / f"a.{suffix}").write_text(line)
+    (tmp_path / "in" / "r.jsonl").write_text('{"instruction": "Hi?", "output": "Hello."}\n')
+    data_dir = tmp_path / "out" / "D"
+    commands = (["parallel", "--source", str(tmp_path / "in/a.en"), "--target", str(tmp_path / "in/a.es")],
+                ["instructions", "--file", str(tmp_path / "in/r.jsonl")])
+    for command in commands:
+        with pytest.raises(PivotError) as info:  # --verbose: the error itself
+            tb.main([*command, "--name", name, "--data_dir", str(data_dir), "--verbose"])
+        assert isinstance(info.value, ValueError)
+        assert f"--name {name!r}" in str(info.value)
+        with pytest.raises(SystemExit):  # the command line: one line naming the flag
+            tb.main([*command, "--name", name, "--data_dir", str(data_dir)])
+        assert f"error: --name {name!r}" in capsys.readouterr().err
+    with pytest.raises(PivotError, match=f"ParallelConfig name {re.escape(repr(name))}"):
+        tb.ParallelConfig(name=name, files={"train": (tmp_path / "in/a.en", tmp_path / "in/a.es")})
+    with pytest.raises(PivotError, match=f"InstructionsConfig name {re.escape(repr(name))}"):
+        tb.InstructionsConfig(name=name, files={"train": tmp_path / "in/r.jsonl"})
+    assert not (tmp_path / "out").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["in"]

@@ -20,6 +20,7 @@ import pytest
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2 as sp_pb2
 
+from pivot_jax.errors import PivotError
 from pivot_jax.tokenizer import END_OF_TURN_TOKENS, Tokenizer, seqio_vocabulary
 
 CHATML_TEMPLATE = (
@@ -554,6 +555,29 @@ def test_gguf_without_tokenizer(tmp_path: Path):
     path = _write_gguf(tmp_path / "bare.gguf", {})
     with pytest.raises(ValueError, match=r"bare\.gguf.*tokenizer\.ggml\.model"):
         Tokenizer.from_gguf(path)
+
+
+@pytest.mark.parametrize("kv, message", [
+    ({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": 5},
+     r"metadata key 'tokenizer\.ggml\.tokens' should be a list of strings, got 5"),
+    ({"tokenizer.ggml.model": ["gpt2"], "tokenizer.ggml.tokens": ["a"]},
+     r"metadata key 'tokenizer\.ggml\.model' should be a string, got \['gpt2'\]"),
+    ({"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": ["a", "b"], "tokenizer.ggml.scores": [0.5]},
+     r"metadata key 'tokenizer\.ggml\.scores' has 1 values for 2 tokens"),
+])
+def test_gguf_tokenizer_metadata_of_the_wrong_type(tmp_path: Path, kv, message):
+    path = _write_gguf(tmp_path / "wrong.gguf", kv)
+    with pytest.raises(PivotError, match=rf"wrong\.gguf: {message}"):
+        Tokenizer.from_gguf(path)
+
+
+def test_gguf_cut_short_is_named(bpe_gguf: Path, tmp_path: Path):
+    data = bpe_gguf.read_bytes()
+    for size in (10, 30, len(data) // 3, len(data) - 5):
+        cut = tmp_path / "cut.gguf"
+        cut.write_bytes(data[:size])
+        with pytest.raises(PivotError, match=r"cut\.gguf: unreadable GGUF file"):
+            Tokenizer.from_gguf(cut)
 
 
 # ---------------------------------------------------------------------------------------- SmolLM2 (real model)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from pivot_jax.cli import add_verbose_argument, exit_on_user_error
 from pivot_jax.convert import model_dir
 
 
@@ -62,9 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("dst")
     parser.add_argument("--dtype", default=None, help="stored dtype (default: float32 / as in the source)")
     parser.add_argument("--max_shard_gb", type=float, default=5.0, help="orbax-to-hf: safetensors shard size")
+    add_verbose_argument(parser)
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    summary = COMMANDS[args.command](args)
+    summary = exit_on_user_error(lambda: COMMANDS[args.command](args), args.verbose)
     print(f"{args.command}: {args.src} -> {args.dst} ({summary}, {time.perf_counter() - start:.1f}s)")
     return 0
 

@@ -51,6 +51,22 @@ def _hf_name(gguf_name: str) -> str:
     return gguf_name
 
 
+class _BoundedReader(gguf.GGUFReader):
+    """A `GGUFReader` that refuses to read past the end of the file.
+
+    The stock reader returns short (even empty) arrays there and goes on, so a corrupt count (an array of 2**63
+    items in a 40-byte file) loops for ever instead of failing; with every read checked, each item read moves
+    forward through the file and reading stops at its end.
+    """
+
+    def _get(self, offset: int, dtype: Any, count: int = 1, override_order: Any = None) -> np.ndarray:
+        array = super()._get(offset, dtype, count, override_order)
+        if len(array) != int(count):
+            raise ValueError(f"{int(count)} value(s) of type {np.dtype(dtype).name} at byte {offset} run past the "
+                             "end of the file")
+        return array
+
+
 def open_gguf(path: str | os.PathLike) -> gguf.GGUFReader:
     """A reader over `path` (memory-mapped; tensor data is only read when used)."""
     path = Path(path)
@@ -61,9 +77,11 @@ def open_gguf(path: str | os.PathLike) -> gguf.GGUFReader:
     if magic != b"GGUF":
         raise WeightsError(f"{path}: not a GGUF file (starts with {magic!r}, expected b'GGUF')")
     try:
-        return gguf.GGUFReader(path)
-    except (ValueError, IndexError) as e:
-        raise WeightsError(f"{path}: unreadable GGUF file ({e})") from None
+        return _BoundedReader(path)
+    # What gguf raises on a cut or garbled file: bad values, types, names (UnicodeDecodeError), duplicate keys
+    # (KeyError), unknown tensor types, and arrays nested deeper than the stack.
+    except (ValueError, IndexError, KeyError, OverflowError, RecursionError) as e:
+        raise WeightsError(f"{path}: unreadable GGUF file ({type(e).__name__}: {e})") from None
 
 
 def _field(reader: gguf.GGUFReader, key: str, origin: str, default: Any = _REQUIRED) -> Any:
@@ -72,7 +90,33 @@ def _field(reader: gguf.GGUFReader, key: str, origin: str, default: Any = _REQUI
         if default is _REQUIRED:
             raise WeightsError(f"{origin}: missing metadata key {key!r}")
         return default
-    return field.contents()
+    try:
+        return field.contents()
+    except ValueError as e:  # a string value that is not UTF-8
+        raise WeightsError(f"{origin}: metadata key {key!r} is unreadable ({e})") from None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return _is_int(value) or isinstance(value, float)
+
+
+def _typed(value: Any, key: str, origin: str, kind: tuple[str, Callable[[Any], bool]]) -> Any:
+    """`value` of metadata `key` when it is of `kind` (a description and a test), else a WeightsError."""
+    description, test = kind
+    if not test(value):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise WeightsError(f"{origin}: metadata key {key!r} should be {description}, got {shown}")
+    return value
+
+
+_STRING = ("a string", lambda v: isinstance(v, str))
+_COUNT = ("a positive integer", lambda v: _is_int(v) and v > 0)
+_POSITIVE = ("a positive finite number", lambda v: _is_number(v) and 0 < v < math.inf)
+_STRINGS = ("a list of strings", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v))
 
 
 def _check_type(tensor: gguf.ReaderTensor, origin: str) -> None:
@@ -105,6 +149,8 @@ def _llama3_scaling(divisors: np.ndarray, cfg: LlamaConfig, origin: str) -> Llam
     """The LLaMA-3 scaling that reproduces llama.cpp's per-pair frequency divisors (`rope_freqs.weight`)."""
     if divisors.shape != (cfg.head_dim // 2,):
         raise WeightsError(f"{origin}: {ROPE_FREQS} has shape {divisors.shape}, expected ({cfg.head_dim // 2},)")
+    if not np.all(np.isfinite(divisors) & (divisors > 0)):
+        raise WeightsError(f"{origin}: {ROPE_FREQS} holds factors that are not positive finite numbers")
     if np.allclose(divisors, 1.0):
         return None
     factor = float(divisors.max())
@@ -116,7 +162,7 @@ def _llama3_scaling(divisors: np.ndarray, cfg: LlamaConfig, origin: str) -> Llam
     scaling = Llama3RopeScaling(factor=factor)  # Meta's cut-offs, when too few pairs lie between them to fit
     if band.sum() >= 2:
         slope, intercept = np.polyfit(base[band] / (2 * math.pi), smooth[band], 1)
-        if intercept < 0:
+        if intercept < 0 and np.isfinite([slope / intercept, 1 / intercept]).all():
             scaling = Llama3RopeScaling(factor=factor, low_freq_factor=1.0,
                                         high_freq_factor=round(float(1 - 1 / intercept), 4),
                                         original_max_position_embeddings=round(float(-slope / intercept)))
@@ -129,39 +175,79 @@ def _llama3_scaling(divisors: np.ndarray, cfg: LlamaConfig, origin: str) -> Llam
 
 def config_from_gguf(reader: gguf.GGUFReader, origin: str) -> LlamaConfig:
     """Our config from a GGUF file's `llama.*` metadata (and its tensor list, for tying and RoPE scaling)."""
-    arch = _field(reader, "general.architecture", origin)
+    arch = _typed(_field(reader, "general.architecture", origin), "general.architecture", origin, _STRING)
     if arch != "llama":
         raise WeightsError(f"{origin}: architecture {arch!r} is not supported (only 'llama')")
 
-    def get(key: str, default: Any = _REQUIRED) -> Any:
-        return _field(reader, f"llama.{key}", origin, default)
+    def get(key: str, kind: tuple[str, Callable[[Any], bool]], default: Any = _REQUIRED) -> Any:
+        value = _field(reader, f"llama.{key}", origin, default)
+        return value if value is default else _typed(value, f"llama.{key}", origin, kind)
 
-    if get("expert_count", 0):
+    if get("expert_count", ("an integer", _is_int), 0):
         raise WeightsError(f"{origin}: mixture-of-experts models (llama.expert_count > 0) are not supported")
-    scaling_type = get("rope.scaling.type", "none")
+    scaling_type = get("rope.scaling.type", _STRING, "none")
     if scaling_type != "none":
         raise WeightsError(f"{origin}: RoPE scaling type {scaling_type!r} is not supported")
-    embed_dim, num_heads = int(get("embedding_length")), int(get("attention.head_count"))
-    head_dim = int(get("attention.key_length", embed_dim // num_heads))
+    embed_dim, num_heads = get("embedding_length", _COUNT), get("attention.head_count", _COUNT)
+    head_dim = get("attention.key_length", _COUNT, embed_dim // num_heads)
     for key in ("attention.value_length", "rope.dimension_count"):
-        if (value := int(get(key, head_dim))) != head_dim:
+        if (value := get(key, _COUNT, head_dim)) != head_dim:
             raise WeightsError(f"{origin}: llama.{key}={value} differs from the head size {head_dim} (not supported)")
-    vocab_size = get("vocab_size", None)
+    vocab_size = get("vocab_size", _COUNT, None)
     if vocab_size is None:
         tokens = _field(reader, "tokenizer.ggml.tokens", origin, None)
         if tokens is None:
             raise WeightsError(f"{origin}: missing metadata key 'llama.vocab_size' (and no tokenizer.ggml.tokens)")
-        vocab_size = len(tokens)
+        vocab_size = len(_typed(tokens, "tokenizer.ggml.tokens", origin, _STRINGS))
     tensors = {t.name: t for t in reader.tensors}
-    cfg = LlamaConfig(
-        vocab_size=int(vocab_size), embed_dim=embed_dim, num_layers=int(get("block_count")), num_heads=num_heads,
-        num_kv_heads=int(get("attention.head_count_kv", num_heads)), mlp_dim=int(get("feed_forward_length")),
-        head_dim=head_dim, norm_eps=float(get("attention.layer_norm_rms_epsilon")),
-        rope_theta=float(get("rope.freq_base", 10000.0)), max_seq_len=int(get("context_length")),
-        tie_embeddings="output.weight" not in tensors)
+    try:
+        cfg = LlamaConfig(
+            vocab_size=vocab_size, embed_dim=embed_dim, num_layers=get("block_count", _COUNT), num_heads=num_heads,
+            num_kv_heads=get("attention.head_count_kv", _COUNT, num_heads), mlp_dim=get("feed_forward_length", _COUNT),
+            head_dim=head_dim, norm_eps=float(get("attention.layer_norm_rms_epsilon", _POSITIVE)),
+            rope_theta=float(get("rope.freq_base", _POSITIVE, 10000.0)),
+            max_seq_len=get("context_length", _COUNT), tie_embeddings="output.weight" not in tensors)
+    except ValueError as e:  # sizes that do not fit together (heads vs key-value heads)
+        raise WeightsError(f"{origin}: {e}") from None
     if ROPE_FREQS in tensors:
         cfg = cfg.replace(rope_scaling=_llama3_scaling(_dequantize(tensors[ROPE_FREQS], origin), cfg, origin))
     return cfg
+
+
+# The `tokenizer.*` keys `Tokenizer.from_gguf` reads, and what each must hold.
+_TOKENIZER_KEYS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "tokenizer.ggml.model": _STRING, "tokenizer.ggml.pre": _STRING, "tokenizer.chat_template": _STRING,
+    "tokenizer.ggml.tokens": _STRINGS, "tokenizer.ggml.merges": _STRINGS,
+    "tokenizer.ggml.scores": ("a list of numbers", lambda v: isinstance(v, list) and all(map(_is_number, v))),
+    "tokenizer.ggml.token_type": ("a list of integers", lambda v: isinstance(v, list) and all(map(_is_int, v))),
+    **{f"tokenizer.ggml.{name}_token_id": ("an integer", _is_int)
+       for name in ("bos", "eos", "padding", "unknown")},
+    **{f"tokenizer.ggml.{flag}": ("a boolean", lambda v: isinstance(v, bool))
+       for flag in ("add_bos_token", "add_eos_token", "add_space_prefix")},
+}
+
+
+def tokenizer_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """A GGUF file's `tokenizer.*` metadata, each key `Tokenizer.from_gguf` reads checked for its type, the
+    per-token lists for their length, and a `gpt2` vocabulary's merges for pairs of tokens that make a token."""
+    origin = str(path)
+    reader = open_gguf(path)
+    meta = {key: _field(reader, key, origin) for key in reader.fields if key.startswith("tokenizer.")}
+    for key, kind in _TOKENIZER_KEYS.items():
+        if key in meta:
+            _typed(meta[key], key, origin, kind)
+    tokens = meta.get("tokenizer.ggml.tokens", [])
+    for key in ("tokenizer.ggml.scores", "tokenizer.ggml.token_type"):
+        if key in meta and len(meta[key]) != len(tokens):
+            raise WeightsError(f"{origin}: metadata key {key!r} has {len(meta[key])} values for {len(tokens)} tokens")
+    if meta.get("tokenizer.ggml.model") == "gpt2":
+        vocabulary = set(tokens)
+        for number, merge in enumerate(meta.get("tokenizer.ggml.merges", [])):
+            left, space, right = merge.partition(" ")
+            if not (space and left in vocabulary and right in vocabulary and left + right in vocabulary):
+                raise WeightsError(f"{origin}: tokenizer.ggml.merges[{number}] {merge!r} is not two tokens of the "
+                                   "vocabulary, separated by a space, that merge into a third")
+    return meta
 
 
 class GGUFSource:

@@ -74,6 +74,23 @@ def config_to_hf(cfg: LlamaConfig, torch_dtype: str = "float32", **token_ids: in
     return hf
 
 
+def _check_shard(directory: Path, index: Path, tensor: str, name: Any) -> None:
+    """Refuse an index's shard `name` (of `tensor`) that is not a file inside `directory`, directly or through a
+    symlink: an index, often downloaded, must not make us read files elsewhere."""
+    where = f"{index}: tensor {tensor!r} is in shard {name!r}"
+    if not isinstance(name, str) or not name:
+        raise WeightsError(f"{where}, which is not a file name")
+    root = directory.resolve()
+    path = directory / name
+    # The folders on the way must stay inside; the file itself may link into the Hugging Face cache, as a
+    # snapshot's files do (models--ORG--NAME/snapshots/REV/x -> ../../blobs/HASH).
+    target = path.resolve()
+    hub_blob = target.parent.name == "blobs" and target.parent.parent.name.startswith("models--")
+    if not path.parent.resolve().is_relative_to(root) or not (target.is_relative_to(root) or hub_blob):
+        raise WeightsError(f"{where}, which is not inside the model directory {directory}",
+                           hint="shard names in the index are file names relative to the model directory")
+
+
 class SafetensorsSource:
     """HF tensors from one `model.safetensors` or the shards named by `model.safetensors.index.json`."""
 
@@ -83,8 +100,12 @@ class SafetensorsSource:
         if index.exists():
             try:
                 weight_map = json.loads(index.read_text())["weight_map"]
-            except (json.JSONDecodeError, KeyError) as e:
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
                 raise WeightsError(f"{index}: not a safetensors index ({e})") from None
+            if not isinstance(weight_map, dict):
+                raise WeightsError(f"{index}: weight_map should map tensor names to shard files")
+            for tensor, name in weight_map.items():
+                _check_shard(self.directory, index, tensor, name)
             files = sorted(set(weight_map.values()))
         elif (self.directory / SINGLE_FILE).exists():
             files = [SINGLE_FILE]

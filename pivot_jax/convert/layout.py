@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pivot_jax.errors import PivotError
 from pivot_jax.model import LlamaConfig
 
 
@@ -28,7 +29,7 @@ class TensorSource(Protocol):
     def get(self, name: str) -> np.ndarray: ...
 
 
-class WeightsError(ValueError):
+class WeightsError(PivotError, ValueError):
     """A checkpoint whose tensors do not fit the configured architecture."""
 
 

@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from pivot_jax.convert.layout import param_shapes
+from pivot_jax.convert.layout import WeightsError, param_shapes
+from pivot_jax.jsonl import read_json
 from pivot_jax.model import LlamaConfig
 
 CONFIG_FILE = "config.json"
@@ -45,11 +46,13 @@ def read_config(directory: str | os.PathLike) -> LlamaConfig:
     if not path.exists():
         raise FileNotFoundError(f"{directory}: no {CONFIG_FILE} (not a pivot_jax model directory, or its save "
                                 "was interrupted)")
+    meta = read_json(path)
+    if not isinstance(meta, dict) or not isinstance(meta.get("model"), dict):
+        raise WeightsError(f"{path}: expected a JSON object with the model config under 'model'")
     try:
-        meta = json.loads(path.read_text())
         return LlamaConfig.from_dict(meta["model"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{path}: cannot read the model config ({e})") from None
+    except (TypeError, ValueError, ZeroDivisionError) as e:  # missing, unknown or ill-typed fields
+        raise WeightsError(f"{path}: cannot read the model config ({e})") from None
 
 
 def load_params(directory: str | os.PathLike, cfg: LlamaConfig | None = None, dtype: Any = None,

@@ -11,6 +11,7 @@ many examples `train.seq_len` drops or truncates (`data.overflow`), and how full
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -59,19 +60,23 @@ def stats(name: str, tokenizer, split: str, seq_len: int, overflow: str, stream)
 def main(argv: list[str]) -> None:
     from absl import flags
 
-    from pivot_jax import train
-    from pivot_jax.cli import setup_logging
+    from pivot_jax.cli import exit_on_user_error, setup_logging
 
     setup_logging()  # seqio logs every feature at INFO
     f = flags.FLAGS
     if len(argv) < 2 or argv[1] not in COMMANDS:
         raise SystemExit(f"usage: {__doc__}")
-    command = argv[1]
+    exit_on_user_error(lambda: _run(argv[1], argv[2] if len(argv) > 2 else None, f), f.verbose)
+
+
+def _run(command: str, task: str | None, f: Any) -> None:
+    from pivot_jax import train
+
     config = f.config
     if config.data.source != "seqio":
         raise SystemExit(f"{f['config'].value}: data.source is {config.data.source!r}; show/stats read seqio data")
     data_name, bos_id = train.register_data(config, train.model_config(config))
-    name = argv[2] if len(argv) > 2 else data_name
+    name = task or data_name
     from pivot_jax.pretrained import load_tokenizer
 
     tokenizer = load_tokenizer(config.data.tokenizer or config.model.init_from)
@@ -89,9 +94,12 @@ def cli() -> None:
     from absl import app, flags
     from ml_collections import config_flags
 
+    from pivot_jax.cli import define_verbose_flag
+
     config_flags.DEFINE_config_file("config", None, "config file (configs/FILE.py[:ARGS])", lock_config=True)
     flags.DEFINE_integer("num", 3, "show: examples per task")
     flags.DEFINE_string("split", "train", "train or validation")
+    define_verbose_flag()
     flags.mark_flags_as_required(["config"])
     app.run(main)
 

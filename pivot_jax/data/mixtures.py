@@ -14,6 +14,7 @@ ones. Validation examples are held out by a stable hash of each item's key (or C
 
 from __future__ import annotations
 
+import string
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ from ml_collections import ConfigDict
 
 from pivot_jax.data import cldr, formats, sources
 from pivot_jax.data.tasks import add_mixture, add_task, first_n_of_fixed_shuffle
+from pivot_jax.errors import ConfigError
 
 METHODS = ("coit", "muit", "plug", "plug_monolingual", "xinstruct")
 DIRECTIONS = ("pivot-to-target", "both")
@@ -60,6 +62,24 @@ def parse_fields(text: str) -> dict[str, str] | None:
     return mapping
 
 
+def _language_path(data: ConfigDict, key: str, lang: str) -> str:
+    """`data.<key>` with each "{lang}" replaced by `lang`; any other placeholder is a typo, named with the key."""
+    template = data[key]
+    try:
+        fields = [(name, conversion, spec) for _, name, spec, conversion in string.Formatter().parse(template)
+                  if name is not None]
+    except ValueError as e:  # a brace left open or closed alone
+        problem = f"an unmatched brace ({e})"
+    else:
+        unknown = [name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+                   for name, conversion, spec in fields if (name, conversion, spec) != ("lang", None, "")]
+        if not unknown:
+            return template.format(lang=lang)
+        problem = f"unknown placeholder {unknown[0]!r}"
+    raise ConfigError(f"data.{key}={template!r}: {problem}; the only placeholder allowed is {{lang}} (replaced by "
+                      "each code of data.langs); write {{ or }} for a brace that is part of the path")
+
+
 def hold_out(items: Sequence[Any], key: Callable[[Any], str], fraction: float) -> dict[str, list[Any]]:
     """Train / validation by a stable hash of each item's key (same item, same split, every run)."""
     splits: dict[str, list[Any]] = {"train": [], "validation": []}
@@ -96,11 +116,12 @@ def translation_pairs(data: ConfigDict, lang: str) -> dict[str, list[tuple[int, 
         return {name: [(index[p.key], p.source, p.target) for p in split[name]] for name in ("train", "validation")}
     if data.tfds_dir:
         rows = [(r["line_index"], r["source"], r["target"])
-                for r in _tfds_rows(data.parallel_source.format(lang=lang), data.tfds_dir)]
+                for r in _tfds_rows(_language_path(data, "parallel_source", lang), data.tfds_dir)]
         return hold_out(rows, key=lambda row: f"{row[1]}\t{row[2]}", fraction=data.validation_fraction)
     if not data.parallel_target:
         raise ValueError("data.parallel_source is set but data.parallel_target is empty")
-    rows = sources.read_parallel(data.parallel_source.format(lang=lang), data.parallel_target.format(lang=lang))
+    rows = sources.read_parallel(_language_path(data, "parallel_source", lang),
+                                 _language_path(data, "parallel_target", lang))
     return hold_out(rows, key=lambda row: f"{row[1]}\t{row[2]}", fraction=data.validation_fraction)
 
 
@@ -153,7 +174,7 @@ def build(data: ConfigDict, vocabulary: Any, max_length: int) -> str:
             task(f"pivot_{method}_alpaca_{data.pivot}", _alpaca_examples(_alpaca_records(data.alpaca_pivot, data)))
         for lang in langs:
             if data.alpaca_target:
-                records = _alpaca_records(data.alpaca_target.format(lang=lang), data)
+                records = _alpaca_records(_language_path(data, "alpaca_target", lang), data)
                 task(f"pivot_{method}_alpaca_{lang}", _alpaca_examples(records))
             pairs = translation_pairs(data, lang)
             task(f"pivot_{method}_translation_{data.pivot}_{lang}",
@@ -162,9 +183,11 @@ def build(data: ConfigDict, vocabulary: Any, max_length: int) -> str:
     elif method in ("plug", "plug_monolingual"):
         if not (data.alpaca_pivot and data.alpaca_target):
             raise ValueError(f"data.method={method!r} needs data.alpaca_pivot and data.alpaca_target (joined by id)")
-        pivot = _records(data.alpaca_pivot, data, ("id", "instruction"))
+        # PLUG answers in the pivot first, so its pivot records need their output; the baseline does not.
+        pivot = _records(data.alpaca_pivot, data, ("id", "instruction", "output") if method == "plug" else
+                         ("id", "instruction"))
         for lang in langs:
-            target = _records(data.alpaca_target.format(lang=lang), data, ("id", "instruction", "output"))
+            target = _records(_language_path(data, "alpaca_target", lang), data, ("id", "instruction", "output"))
             joined = sources.join_by_id(pivot, target)
             split = hold_out(joined.pairs, key=lambda pair: str(pair[0].get("group") or pair[0]["id"]),
                              fraction=data.validation_fraction)
@@ -177,7 +200,7 @@ def build(data: ConfigDict, vocabulary: Any, max_length: int) -> str:
             task(f"pivot_{method}_{lang}", lambda s, split=split, render=render: [render(p, t) for p, t in split[s]])
     else:
         for lang in langs:
-            records = _records(data.xinstruct_file.format(lang=lang), data, ("instruction", "output"))
+            records = _records(_language_path(data, "xinstruct_file", lang), data, ("instruction", "output"))
             split = hold_out(records, key=lambda r: r["instruction"], fraction=data.validation_fraction)
             task(f"pivot_xinstruct_{lang}",
                  lambda s, split=split, lang=lang: [formats.xinstruction(r["instruction"], r["output"], lang,

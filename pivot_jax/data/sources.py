@@ -17,39 +17,19 @@ from pathlib import Path
 from typing import Any
 
 from pivot_jax.data.formats import FLORES_CODES
+from pivot_jax.jsonl import (
+    JSON_DECODE_ERRORS,
+    DataError,
+    invalid_json,
+    parse_lines,
+    read_json,
+    read_text,
+    text_lines,
+    type_name,
+)
 
 PathLike = str | os.PathLike[str]
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
-
-
-class DataError(ValueError):
-    """A data file whose content does not have the expected layout."""
-
-
-def _read_text(path: PathLike) -> str:
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            return f.read()
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e})") from None
-
-
-def _lines(path: PathLike) -> list[str]:
-    text = _read_text(path)
-    lines = text.split("\n")
-    if lines[-1] == "":  # the final newline ends the last line; it does not start a new one
-        lines.pop()
-    return lines
-
-
-def _load_json(path: PathLike) -> Any:
-    text = _read_text(path)
-    if not text.strip():
-        raise DataError(f"{path}: file is empty")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: line {e.lineno}: invalid JSON ({e.msg}, column {e.colno})") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -68,8 +48,8 @@ def _json_list_items(text: str, path: PathLike) -> Iterator[tuple[str, Any]]:
         line, counted = line + text.count("\n", counted, pos), pos
         try:
             value, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: line {e.lineno}: invalid JSON ({e.msg}, column {e.colno})") from None
+        except JSON_DECODE_ERRORS as e:
+            raise invalid_json(path, getattr(e, "lineno", line), e) from None
         number += 1
         yield f"{path}: line {line} (record {number})", value
         pos = _WHITESPACE.match(text, pos).end()
@@ -86,43 +66,60 @@ def _json_list_items(text: str, path: PathLike) -> Iterator[tuple[str, Any]]:
 
 
 def _json_lines_items(text: str, path: PathLike) -> Iterator[tuple[str, Any]]:
-    for number, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: line {number}: invalid JSON ({e.msg}, column {e.colno}); expected one JSON "
-                            f"object per line or a JSON list") from None
+    for number, value in parse_lines(text, path, expected="one JSON object per line or a JSON list"):
         yield f"{path}: line {number}", value
+
+
+def _named(name: str, fields: Mapping[str, str] | None) -> str:
+    """A canonical field as the file spells it: `'response' (read as 'output')` when renamed."""
+    source = next((key for key, canonical in (fields or {}).items() if canonical == name), name)
+    return repr(source) + (f" (read as {name!r})" if source != name else "")
 
 
 def _canonical(record: Any, fields: Mapping[str, str] | None, required: Sequence[str], where: str) -> dict[str, Any]:
     if not isinstance(record, dict):
-        raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    fields = fields or {}
+        raise DataError(f"{where}: expected a JSON object, got {type_name(record)}")
     out: dict[str, Any] = {}
     for key, value in record.items():
-        name = fields.get(key, key)
+        name = (fields or {}).get(key, key)
         if name in out:
             raise DataError(f"{where}: two fields would both be read as {name!r}")
         out[name] = value
     for name in required:
         if out.get(name) is None:
-            source = next((key for key, canonical in fields.items() if canonical == name), name)
-            read_as = f" (read as {name!r})" if source != name else ""
-            raise DataError(f"{where}: missing required field {source!r}{read_as}")
+            raise DataError(f"{where}: missing required field {_named(name, fields)}")
     return out
+
+
+# Fields with a meaning in instruction records hold text (null: absent); a missing "input" is "" and so is a null
+# one, which exports through pandas write for Alpaca's "". Ids are compared as strings, so numbers are fine too.
+_TEXT_FIELDS = ("instruction", "input", "output", "group", "dataset")
+
+
+def _check_types(record: dict[str, Any], fields: Mapping[str, str] | None, where: str) -> dict[str, Any]:
+    if "input" in record and record["input"] is None:
+        record["input"] = ""
+    for name in _TEXT_FIELDS:
+        if record.get(name) is not None and not isinstance(record[name], str):
+            either = " or null" if name == "input" else ""
+            raise DataError(f"{where}: field {_named(name, fields)} should be a string{either}, got "
+                            f"{type_name(record[name])}")
+    if "id" in record and (isinstance(record["id"], bool) or not isinstance(record["id"], (str, int))):
+        raise DataError(f"{where}: field {_named('id', fields)} should be a string or an integer, got "
+                        f"{type_name(record['id'])}")
+    return record
 
 
 def _located_records(path: PathLike, fields: Mapping[str, str] | None,
                      required: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
-    text = _read_text(path)
+    """(location, record) of a JSON-list or JSON-lines file of instruction records, field types checked."""
+    text = read_text(path)
     stripped = text.lstrip()
     if not stripped:
         raise DataError(f"{path}: file is empty")
     items = _json_list_items(text, path) if stripped.startswith("[") else _json_lines_items(text, path)
-    records = [(where, _canonical(value, fields, required, where)) for where, value in items]
+    records = [(where, _check_types(_canonical(value, fields, required, where), fields, where))
+               for where, value in items]
     if not records:
         raise DataError(f"{path}: no records")
     return records
@@ -133,19 +130,21 @@ def read_records(path: PathLike, fields: Mapping[str, str] | None = None,
     """Records of a JSON-list or JSON-lines file (told apart by the first non-blank character, `[` for a list).
 
     `fields` renames source fields to canonical names (e.g. `{"response": "output"}`; others keep their names);
-    `required` lists canonical names that must be present and non-null in every record.
+    `required` lists canonical names that must be present and non-null in every record. `instruction`, `input`,
+    `output`, `group` and `dataset` must be strings when present (a null `input` reads as ""), `id` a string or
+    an integer.
     """
     return [record for _, record in _located_records(path, fields, required)]
 
 
 def _squad_document(path: PathLike) -> Any:
     """The parsed document when `path` holds one SQuAD-layout JSON object (`{"data": [...]}`), else None."""
-    text = _read_text(path).lstrip()
+    text = read_text(path).lstrip()
     if not text.startswith("{"):
         return None
     try:
         document = json.loads(text)
-    except json.JSONDecodeError:
+    except JSON_DECODE_ERRORS:
         return None  # JSON lines
     return document if isinstance(document, dict) and "data" in document else None
 
@@ -184,7 +183,7 @@ def read_parallel(source_path: PathLike, target_path: PathLike) -> list[tuple[in
 
     x-LLaMA rotates its translation templates by this index, so skipping must not renumber the pairs.
     """
-    sources, targets = _lines(source_path), _lines(target_path)
+    sources, targets = text_lines(source_path), text_lines(target_path)
     if len(sources) != len(targets):
         raise DataError(f"misaligned parallel files: {source_path} has {len(sources)} lines but {target_path} has "
                         f"{len(targets)}")
@@ -197,7 +196,7 @@ def read_parallel_tsv(path: PathLike, source_column: int = 0, target_column: int
     """Pairs from two tab-separated columns (0-based) of one file; blank lines and empty cells are skipped."""
     needed = max(source_column, target_column) + 1
     pairs = []
-    for index, line in enumerate(_lines(path)):
+    for index, line in enumerate(text_lines(path)):
         if not line.strip():
             continue
         cells = line.split("\t")
@@ -213,18 +212,12 @@ def read_parallel_tsv(path: PathLike, source_column: int = 0, target_column: int
 def read_parallel_jsonl(path: PathLike, source_field: str, target_field: str) -> list[tuple[int, str, str]]:
     """Pairs from two string fields of a JSON-lines file; blank lines and empty strings are skipped."""
     pairs = []
-    for index, line in enumerate(_lines(path)):
-        if not line.strip():
-            continue
-        where = f"{path}: line {index + 1}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: invalid JSON ({e.msg}, column {e.colno})") from None
+    for number, record in parse_lines(read_text(path), path):
+        index, where = number - 1, f"{path}: line {number}"
         record = _canonical(record, None, (source_field, target_field), where)
         for field in (source_field, target_field):
             if not isinstance(record[field], str):
-                raise DataError(f"{where}: field {field!r} should be a string, got {type(record[field]).__name__}")
+                raise DataError(f"{where}: field {field!r} should be a string, got {type_name(record[field])}")
         source, target = record[source_field].strip(), record[target_field].strip()
         if source and target:
             pairs.append((index, source, target))
@@ -256,11 +249,11 @@ def tatoeba_paths(directory: PathLike, source_lang: str, target_lang: str) -> tu
 
 def _get(obj: Any, key: str, kind: type, where: str) -> Any:
     if not isinstance(obj, dict):
-        raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        raise DataError(f"{where}: expected a JSON object, got {type_name(obj)}")
     if key not in obj:
         raise DataError(f"{where}: missing field {key!r}")
     if not isinstance(obj[key], kind):
-        raise DataError(f"{where}: field {key!r} should be a {kind.__name__}, got {type(obj[key]).__name__}")
+        raise DataError(f"{where}: field {key!r} should be a {kind.__name__}, got {type_name(obj[key])}")
     return obj[key]
 
 
@@ -271,7 +264,7 @@ def read_squad(path: PathLike, document: Any = None) -> list[dict[str, Any]]:
     Errors name the position as a JSON path (e.g. `data[3].paragraphs[0].qas[2]`). `document`: the file's
     content when the caller has already parsed it.
     """
-    document = _load_json(path) if document is None else document
+    document = read_json(path) if document is None else document
     examples = []
     for a, article in enumerate(_get(document, "data", list, f"{path}")):
         for p, paragraph in enumerate(_get(article, "paragraphs", list, f"{path}: data[{a}]")):
@@ -312,7 +305,7 @@ def read_alpaca_eval(path: PathLike) -> list[dict[str, Any]]:
 def read_mgsm(path: PathLike) -> list[dict[str, str]]:
     """MGSM TSV without header: `{question, answer}` per row (the answer is the numeric string as written)."""
     rows = []
-    for number, line in enumerate(_lines(path), 1):
+    for number, line in enumerate(text_lines(path), 1):
         if not line.strip():
             continue
         cells = line.split("\t")

@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -31,9 +32,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import tensorflow_datasets as tfds
 
+from pivot_jax.cli import add_verbose_argument, exit_on_user_error
 from pivot_jax.data import formats, sources, tasks
 from pivot_jax.data.mixtures import parse_fields
 from pivot_jax.data.sources import PathLike
+from pivot_jax.errors import PivotError
 
 if TYPE_CHECKING:
     import seqio
@@ -41,6 +44,19 @@ if TYPE_CHECKING:
 
 RENDERED = ("inputs", "targets", "id")
 RENDER_BATCH = 256
+# A TFDS-style config name. It becomes a folder under data_dir: no separators or dots that could leave it.
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+class DatasetNameError(PivotError, ValueError):
+    """A dataset (config) name that is not a TFDS-style name."""
+
+
+def _check_name(name: str, what: str) -> None:
+    """Refuse `name` (given as `what`, e.g. "--name") unless it is a TFDS-style name."""
+    if not _NAME.fullmatch(name):
+        raise DatasetNameError(f"{what} {name!r} is not a dataset name: use lowercase letters, digits and "
+                               "underscores, starting with a letter (e.g. en_es)")
 
 
 def _fingerprint(paths: Sequence[PathLike]) -> str:
@@ -61,6 +77,7 @@ class ParallelConfig(tfds.core.BuilderConfig):
     target_lang: str = ""
 
     def __post_init__(self) -> None:
+        _check_name(self.name, "ParallelConfig name")
         if "train" not in self.files:
             raise ValueError(f"ParallelConfig {self.name!r} needs a 'train' split, got {sorted(self.files)}")
         languages = f"{self.source_lang or '?'} -> {self.target_lang or '?'}"
@@ -79,6 +96,7 @@ class InstructionsConfig(tfds.core.BuilderConfig):
     fields: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
+        _check_name(self.name, "InstructionsConfig name")
         if "train" not in self.files:
             raise ValueError(f"InstructionsConfig {self.name!r} needs a 'train' split, got {sorted(self.files)}")
         renames = f" (fields renamed {dict(self.fields)})" if self.fields else ""
@@ -286,9 +304,11 @@ def _parser() -> argparse.ArgumentParser:
     instructions.add_argument("--test_file", default="")
     instructions.add_argument("--fields", default="", help='renames "canonical:source,...", e.g. "output:response"')
     for command in (parallel, instructions):
-        command.add_argument("--name", required=True, help="config name, e.g. en_es")
+        command.add_argument("--name", required=True,
+                             help="config name: lowercase letters, digits, underscores; e.g. en_es")
         command.add_argument("--data_dir", required=True, help="TFDS data_dir (local or gs://)")
         command.add_argument("--overwrite", action="store_true", help="replace a dataset prepared from other files")
+        add_verbose_argument(command)
     return parser
 
 
@@ -296,6 +316,11 @@ def main(argv: Sequence[str]) -> str:
     """Run the command line `argv` (without the program name); prints and returns the tfds name."""
     parser = _parser()
     args = parser.parse_args(argv)
+    return exit_on_user_error(lambda: _prepare_from_args(parser, args), args.verbose)
+
+
+def _prepare_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    _check_name(args.name, "--name")  # before the configs, which would name it as their own field
     if args.command == "parallel":
         files = {"train": (args.source, args.target)}
         for split in ("validation", "test"):

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 from pivot_jax.data.formats import language_name
+from pivot_jax.errors import PivotError
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +44,25 @@ DEFAULT_MAX_TOKENS = 2048  # FastChat's judge setting, which PLUG's X-AlpacaEval
 # Chat-completions client
 
 
-class JudgeAPIError(RuntimeError):
-    """The chat API failed: a non-retryable status, a malformed response, or retries exhausted."""
+class JudgeAPIError(PivotError, RuntimeError):
+    """The chat API failed: a non-retryable status, a redirect, a malformed response, or retries exhausted.
 
-    def __init__(self, message: str, status: int | None, url: str):
-        super().__init__(message)
-        self.status = status  # None for connection errors and malformed responses
+    A PivotError: what fixes it is mostly the user's (the base URL, the key, the service named).
+    """
+
+    def __init__(self, message: str, status: int | None, url: str, hint: str = ""):
+        super().__init__(message, hint)
+        self.status = status  # None for connection errors and malformed cached or choice-less responses
         self.url = url
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Leaves every 3xx to `ChatClient._post` as an HTTPError: urllib would follow it with the `Authorization`
+    header to whatever host it names, and turn the POST into a GET whose answer it takes as the reply."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str,
+                         headers: Mapping[str, str], newurl: str) -> None:
+        return None
 
 
 class _Secret:
@@ -140,6 +153,7 @@ class ChatClient:
     `Retry-After` asks or else `backoff * 2**attempt` seconds (at most `max_backoff`). Responses are cached under
     `cache_dir` (default `$PIVOT_JUDGE_CACHE_DIR`, else ~/.cache/pivot_jax/judge), keyed by a hash of the request
     (endpoint path, model, messages, temperature, max_tokens and any other parameters; never the key).
+    Redirects are not followed (the key goes only to `base_url`'s host) and, like a non-JSON answer, fail at once.
     """
 
     def __init__(self, base_url: str | None = None, model: str | None = None, api_key: str | None = None, *,
@@ -174,7 +188,7 @@ class ChatClient:
         self.completion_price_per_1k = completion_price_per_1k
         self._sleep = sleep
         self._limiter = RateLimiter(requests_per_minute, clock, sleep) if requests_per_minute else None
-        self._opener = urllib.request.build_opener()
+        self._opener = urllib.request.build_opener(_NoRedirects())
         self._usage = Usage()
         self._lock = threading.Lock()
 
@@ -249,9 +263,11 @@ class ChatClient:
             try:
                 with self._opener.open(request, timeout=self.timeout) as response:
                     body = response.read()
-                return self._decode(body)
+                return self._decode(body, response.status, response.headers.get("Content-Type"))
             except urllib.error.HTTPError as exc:
                 status, wait = exc.code, _retry_after(exc.headers)
+                if 300 <= status < 400:
+                    raise self._redirected(exc) from None
                 try:
                     detail = exc.read().decode("utf-8", "replace")
                 except (OSError, http.client.HTTPException):
@@ -272,14 +288,25 @@ class ChatClient:
         raise JudgeAPIError(f"chat completion at {self.url} failed after {attempts} attempts; last: {failure}",
                             status, self.url)
 
-    def _decode(self, body: bytes) -> dict[str, Any]:
+    def _redirected(self, exc: urllib.error.HTTPError) -> JudgeAPIError:
+        location = exc.headers.get("Location")
+        target = f" to {self._redact(urllib.parse.urljoin(self.url, location))}" if location else ""
+        return JudgeAPIError(
+            f"chat completion at {self.url} answered HTTP {exc.code} {exc.reason}, a redirect{target}; redirects are "
+            "not followed, so that the API key goes only to the configured host", exc.code, self.url,
+            hint="set --judge_base_url (or PIVOT_JUDGE_BASE_URL) to the address the API is served at")
+
+    def _decode(self, body: bytes, status: int, content_type: str | None) -> dict[str, Any]:
         try:
             response = json.loads(body)
         except ValueError:
             response = None
         if not isinstance(response, dict):
-            raise JudgeAPIError(f"chat completion at {self.url} returned a non-JSON-object body: "
-                                f"{self._redact(body[:300].decode('utf-8', 'replace'))}", None, self.url)
+            shown = self._redact(body[:300].decode("utf-8", "replace")) or "(empty)"
+            raise JudgeAPIError(f"chat completion at {self.url} answered HTTP {status} "
+                                f"({content_type or 'no Content-Type'}) with a non-JSON-object body: {shown}",
+                                status, self.url, hint="--judge_base_url should name an OpenAI-compatible API "
+                                                       "(e.g. https://api.openai.com/v1)")
         self._content(response)  # validate before it reaches the cache
         return response
 

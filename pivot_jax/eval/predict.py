@@ -7,7 +7,6 @@ without generating again.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -18,20 +17,22 @@ import jax
 
 from pivot_jax.eval.items import Item, extract_answer, render_prompt
 from pivot_jax.generate import Sampling, generate_ids
+from pivot_jax.jsonl import Appender, DataError, read_numbered, type_name
 
 log = logging.getLogger("pivot_jax.evaluate")
 
 
 def read_predictions(path: Path) -> dict[str, dict[str, Any]]:
-    """Predictions already written, by id (a line cut short by a crash is ignored and regenerated)."""
+    """Predictions already written, by id (a last line cut short by a crash is ignored and regenerated)."""
     done: dict[str, dict[str, Any]] = {}
-    if not path.exists():
-        return done
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+    for number, record in read_numbered(path, torn_tail_ok=True):
+        where = f"{path}: line {number}"
+        if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+            raise DataError(f"{where}: expected a JSON object with a string 'id' (a prediction record)")
+        if "answer" not in record:
+            raise DataError(f"{where}: missing field 'answer' (a string, or null when none was extracted)")
+        if not isinstance(record["answer"], (str, type(None))):
+            raise DataError(f"{where}: field 'answer' should be a string or null, got {type_name(record['answer'])}")
         done[record["id"]] = record
     return done
 
@@ -47,7 +48,6 @@ def predict(items: Sequence[Item], model: Any, tokenizer: Any, path: Path, *, pr
     process 0 writes.
     """
     done = read_predictions(path)
-    _drop_torn_tail(path)
     todo = [item for item in items if item.id not in done]
     prompts = {item.id: render_prompt(item, prompt_format, tokenizer, pivot) for item in todo}
     add_bos = tokenizer.add_bos_token and prompt_format != "chat"  # chat templates write their own BOS
@@ -55,10 +55,9 @@ def predict(items: Sequence[Item], model: Any, tokenizer: Any, path: Path, *, pr
     todo.sort(key=lambda item: len(ids[item.id]))
     if done:
         log.info("resuming: %d of %d predictions already in %s", len(done), len(items), path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     start, generated = time.perf_counter(), 0
     writer = jax.process_index() == 0
-    with open(path, "a", encoding="utf-8") if writer else _NoFile() as out:
+    with Appender(path) if writer else _NoFile() as out:
         for first in range(0, len(todo), batch_size):
             batch = todo[first:first + batch_size]
             new_ids = generate_ids(model, [ids[item.id] for item in batch], max_new_tokens=max_new_tokens,
@@ -70,7 +69,7 @@ def predict(items: Sequence[Item], model: Any, tokenizer: Any, path: Path, *, pr
                 record = {"id": item.id, "prompt": prompts[item.id], "output": output, "answer": answer,
                           "language": detect_language(answer) if detect_language and answer else None,
                           "new_tokens": len(row)}
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                out.write(record)
                 done[item.id] = record
                 generated += len(row)
             out.flush()
@@ -83,16 +82,6 @@ def predict(items: Sequence[Item], model: Any, tokenizer: Any, path: Path, *, pr
     return [done[item.id] for item in items]
 
 
-def _drop_torn_tail(path: Path) -> None:
-    """Cut a last line that a crash left without its newline, so appended records start on their own line."""
-    if not path.exists() or jax.process_index() != 0:
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with open(path, "r+b") as f:
-            f.truncate(data.rfind(b"\n") + 1)
-
-
 class _NoFile:
     """Where processes other than 0 'write' their (identical) predictions."""
 
@@ -102,7 +91,7 @@ class _NoFile:
     def __exit__(self, *exc):
         return False
 
-    def write(self, text: str) -> None:
+    def write(self, record: dict[str, Any]) -> None:
         pass
 
     def flush(self) -> None:
