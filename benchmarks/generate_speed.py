@@ -19,7 +19,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from pivot_jax.generate import generate_ids
+from pivot_jax.decode import generate_ids
 from pivot_jax.pretrained import load_pretrained, packaged_smollm2
 
 PROMPTS = [

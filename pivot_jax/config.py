@@ -222,6 +222,38 @@ def resume_differences(saved: Mapping[str, Any], config: ConfigDict) -> list[str
             and not any(key == a or key.startswith(a + ".") for a in allowed)]
 
 
+def eval_config() -> ConfigDict:
+    """The evaluation schema: every key a `configs/eval/*.py` file or `--config.KEY=VALUE` of `python -m
+    pivot_jax.evaluate` may set (locked: unknown overrides stop before anything runs)."""
+    c = ConfigDict()
+    c.set = "translation"  # translation | cldr | qa | alpaca_eval | math
+    c.name = ""  # protocol name in results (default: derived from set and languages)
+    c.source_lang = "en"
+    c.target_lang = "es"
+    c.flores_dir = ""  # translation: directory of FLORES-200 `{code}.devtest` files
+    c.source_file = ""  # translation: or any two line-aligned files
+    c.target_file = ""
+    c.file = ""  # qa: SQuAD-layout JSON; alpaca_eval: (X-)AlpacaEval JSON; math: MGSM TSV
+    c.qa_prompt_lang = ""  # qa: whose x-LLaMA QA prompt (default target_lang; "en" for XQuAD-es; "none": bare
+    #                        question + context, as PLUG data built from a SQuAD-layout file)
+    c.held_out_fraction = 0.0  # > 0: only the items training with data.validation_fraction=F held out of this file
+    c.limit = 0  # first N items (0 = all)
+    c.prompt_format = "alpaca"  # alpaca | chat | plug | plug_monolingual | xinstruct
+    c.pivot = "en"
+    c.max_new_tokens = 512  # x-LLaMA's inference setting
+    c.batch_size = 16
+    c.greedy = True
+    c.temperature = 1.0
+    c.top_p = 1.0
+    c.seed = 0
+    c.dtype = "float32"
+    c.spm_model = ""  # translation: local FLORES SentencePiece model for spBLEU
+    c.spm_tokenize = "flores200"  # flores101 | flores200
+    c.mesh = ConfigDict({"data": -1, "fsdp": 1, "tensor": 1,
+                         "axis_rules": [(name, rule) for name, rule in DEFAULT_RULES]})
+    return c
+
+
 def parse_arg(arg: str | None, **defaults: str) -> ConfigDict:
     """big_vision-style config arguments: `configs/coit.py:lang=zh,model=llama2-7b` -> fields over defaults."""
     values = ConfigDict(dict(defaults))

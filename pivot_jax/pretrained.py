@@ -14,10 +14,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from ml_collections import ConfigDict
 
 from pivot_jax import model as model_lib
+from pivot_jax.decode import Sampling, generate_ids
 from pivot_jax.errors import ConfigError
-from pivot_jax.generate import Sampling, generate_ids
 from pivot_jax.jsonl import DataError, read_json, type_name
 from pivot_jax.tokenizer import Tokenizer
 
@@ -125,8 +126,6 @@ def _run_spec(path: str) -> tuple[str, int | None]:
 def _run_config(spec: str) -> Any:
     """The resolved training config a `run:` workdir saved (config.json), with every key loading reads checked
     against the trainer's schema: a partial or hand-edited file is named here, not as an AttributeError later."""
-    from ml_collections import ConfigDict
-
     from pivot_jax.config import base_config
 
     path = parse_spec(spec)[1] / "config.json"
@@ -175,8 +174,7 @@ def read_config(spec: str) -> model_lib.LlamaConfig:
     """The architecture stored with `hf:DIR`, `gguf:FILE` or `orbax:DIR` weights, or trained in `run:WORKDIR`."""
     scheme, path = parse_spec(spec)
     if scheme == "run":
-        from pivot_jax.train import model_config
-        return model_config(_run_config(spec))
+        return model_config(_run_config(spec).model)
     if scheme == "hf":
         from pivot_jax.convert import hf
         return hf.read_config(path)
@@ -185,6 +183,22 @@ def read_config(spec: str) -> model_lib.LlamaConfig:
         return gguf.read_config(path)
     from pivot_jax.convert import model_dir
     return model_dir.read_config(path)
+
+
+def model_config(model: ConfigDict) -> model_lib.LlamaConfig:
+    """The architecture a training config's `model` section describes: `init_from`'s (if set) or `preset`'s,
+    with the run-time options applied."""
+    options = dict(param_dtype=model.param_dtype, dtype=model.dtype, remat_policy=model.remat_policy,
+                   scan_layers=model.scan_layers)
+    if model.max_seq_len:
+        options["max_seq_len"] = model.max_seq_len
+    if not model.init_from:
+        if model.vocab_size:
+            options["vocab_size"] = model.vocab_size
+        return model_lib.preset(model.preset, **options)
+    if model.vocab_size:
+        raise ConfigError("model.vocab_size applies to random initialisation only; the checkpoint fixes it")
+    return read_config(model.init_from).replace(**options)
 
 
 def load_params_onto(spec: str, cfg: model_lib.LlamaConfig, shardings: dict[str, Any] | None = None

@@ -26,9 +26,9 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from ml_collections import ConfigDict
 
+from pivot_jax import distributed, sharding, throughput
 from pivot_jax import model as model_lib
 from pivot_jax import optimizer as optimizer_lib
-from pivot_jax import sharding, throughput
 from pivot_jax.checkpoint import Checkpointer, saved_steps
 from pivot_jax.config import resume_differences, validate
 from pivot_jax.data import BATCH_KEYS, BatchStream
@@ -36,35 +36,12 @@ from pivot_jax.data.synthetic import SyntheticStream
 from pivot_jax.errors import ConfigError
 from pivot_jax.jsonl import Appender, read_json, read_jsonl
 from pivot_jax.preemption import PREEMPTED_EXIT_CODE, EvaluationAbandoned, Preempted, PreemptionWatch
-from pivot_jax.pretrained import load_params_onto, read_config
+from pivot_jax.pretrained import load_params_onto, model_config
 from pivot_jax.run_status import write_status, write_text_atomic
+from pivot_jax.trainer.data import register_data
 from pivot_jax.trainer.step import eval_step, train_step
 
 log = logging.getLogger("pivot_jax.train")
-
-
-# --------------------------------------------------------------------------------------------------------
-# Model configuration and initial parameters
-
-
-def model_config(config: ConfigDict) -> model_lib.LlamaConfig:
-    """The architecture from `model.init_from` (if set) or `model.preset`, with the run-time options applied."""
-    m = config.model
-    options = dict(param_dtype=m.param_dtype, dtype=m.dtype, remat_policy=m.remat_policy,
-                   scan_layers=m.scan_layers)
-    if m.max_seq_len:
-        options["max_seq_len"] = m.max_seq_len
-    if not m.init_from:
-        if m.vocab_size:
-            options["vocab_size"] = m.vocab_size
-        return model_lib.preset(m.preset, **options)
-    if m.vocab_size:
-        raise ConfigError("model.vocab_size applies to random initialisation only; the checkpoint fixes it")
-    return read_config(m.init_from).replace(**options)
-
-
-# --------------------------------------------------------------------------------------------------------
-# Run
 
 
 @dataclasses.dataclass
@@ -94,7 +71,7 @@ def setup(config: ConfigDict, devices: list[jax.Device] | None = None) -> Setup:
     validate(config)
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices)
     rules = [tuple(rule) for rule in config.mesh.axis_rules]
-    model_cfg = model_config(config)
+    model_cfg = model_config(config.model)
     if config.train.seq_len > model_cfg.max_seq_len:
         raise ConfigError(f"train.seq_len {config.train.seq_len} exceeds the model's max_seq_len "
                          f"{model_cfg.max_seq_len} (set model.max_seq_len)")
@@ -144,27 +121,6 @@ def setup(config: ConfigDict, devices: list[jax.Device] | None = None) -> Setup:
                       in_shardings=(param_shardings, batch_shardings), out_shardings=replicated)
     return Setup(config, model_cfg, mesh, graphdef, state_shardings, batch_sharding, step_fn, eval_fn, init_fn,
                  abstract_state, rules, data_name, bos_id)
-
-
-def register_data(config: ConfigDict, model_cfg: model_lib.LlamaConfig) -> tuple[str, int]:
-    """Register the seqio mixture of `config.data` with the model's tokenizer: (name, first input token)."""
-    if config.data.source != "seqio":
-        return "", 0
-    from pivot_jax.data import mixtures
-    from pivot_jax.pretrained import load_tokenizer
-    from pivot_jax.tokenizer import seqio_vocabulary
-
-    spec = config.data.tokenizer or config.model.init_from
-    if not spec:
-        raise ConfigError("data.source='seqio' needs a tokenizer: set data.tokenizer (or model.init_from)")
-    tokenizer = load_tokenizer(spec)
-    if tokenizer.vocab_size > model_cfg.vocab_size:
-        raise ConfigError(f"the tokenizer of {spec} has {tokenizer.vocab_size} ids but the model only "
-                         f"{model_cfg.vocab_size} (set model.vocab_size)")
-    name = mixtures.build(config.data, seqio_vocabulary(tokenizer), config.train.seq_len)
-    # seqio shifts each packed segment right by one token: the model's BOS where it uses one, else EOS.
-    start = tokenizer.bos_id if tokenizer.add_bos_token and tokenizer.bos_id is not None else tokenizer.eos_id
-    return name, int(start)
 
 
 def _with_steps_from_epochs(config: ConfigDict, data_name: str, bos_id: int, sample_batches: int = 8
@@ -245,7 +201,7 @@ def _check_finite(pending: list[tuple[int, dict[str, jax.Array]]], checkpointer:
 def _generation_eval(s: Setup, workdir: Path) -> Callable[[dict[str, Any], int], dict[str, float]]:
     """`eval.generate_config` on the current weights, into WORKDIR/eval/step_N and WORKDIR/results_index.jsonl."""
     from pivot_jax.config import load_config_file
-    from pivot_jax.evaluate import evaluate, protocol_name
+    from pivot_jax.eval.run import evaluate, protocol_name
     from pivot_jax.pretrained import load_tokenizer
 
     config = s.config
@@ -517,21 +473,6 @@ def results_table(workdir: Path, step: int, last: dict[str, float], checkpoint_s
 # Command line
 
 
-def initialize_distributed(coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:
-    """Multi-host setup: explicit coordinator flags, or JAX's auto-detection (TPU VM pods, SLURM)."""
-    # Cross-process collectives for CPU runs (multi-process tests); accelerators ignore this setting.
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    if coordinator:
-        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                                   process_id=process_id)
-    else:
-        import os
-
-        on_cluster = "TPU_WORKER_HOSTNAMES" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) > 1
-        if on_cluster:
-            jax.distributed.initialize()
-
-
 def main(argv: list[str]) -> None:
     from absl import flags
 
@@ -542,7 +483,7 @@ def main(argv: list[str]) -> None:
     setup_logging("pivot_jax")
 
     def run() -> None:
-        initialize_distributed(f.coordinator_address, f.num_processes, f.process_id)
+        distributed.initialize(f.coordinator_address, f.num_processes, f.process_id)
         train(f.config, f.workdir)
 
     try:
@@ -559,9 +500,7 @@ def cli() -> None:
 
     config_flags.DEFINE_config_file("config", None, "config file (configs/FILE.py[:ARGS])", lock_config=True)
     flags.DEFINE_string("workdir", None, "checkpoints, metrics and TensorBoard logs go here")
-    flags.DEFINE_string("coordinator_address", None, "multi-host: HOST:PORT of process 0 (else auto-detect)")
-    flags.DEFINE_integer("num_processes", None, "multi-host: number of processes")
-    flags.DEFINE_integer("process_id", None, "multi-host: this process's index")
+    distributed.define_flags()
     define_verbose_flag()
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main)

@@ -1,6 +1,7 @@
 """End-to-end evaluation of the real SmolLM2-135M-Instruct GGUF on small slices (8 CPU devices, data parallel)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,8 +9,9 @@ from pathlib import Path
 import pytest
 
 import pivot_jax
+from pivot_jax.config import eval_config
 from pivot_jax.eval.items import build_items, render_prompt
-from pivot_jax.evaluate import evaluate, eval_config
+from pivot_jax.eval.run import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -117,7 +119,7 @@ class LongerAnswerJudge:
 
 def test_pairwise_judging_against_another_run(smollm2_gguf, tmp_path):
     from pivot_jax.eval.judge import ChatClient
-    from pivot_jax.evaluate import JudgeOptions
+    from pivot_jax.eval.run import JudgeOptions
 
     if not SHARED.exists():
         pytest.skip(f"{SHARED} is absent")
@@ -143,3 +145,34 @@ def test_pairwise_judging_against_another_run(smollm2_gguf, tmp_path):
     judged = json.loads((tmp_path / "ours" / "judge.json").read_text())
     assert judged["summary"]["per_dataset"] and judged["usage"]["requests"] == 6
     assert "sk-test" not in (tmp_path / "ours" / "judge.json").read_text()
+
+
+@pytest.mark.slow
+def test_two_processes_evaluate_like_one(smollm2_gguf, tmp_path):
+    """`python -m pivot_jax.evaluate` on two hosts (one device each): it initialises the job, splits the rows,
+    and writes what one process writes."""
+    import socket
+
+    def command(out, *flags):
+        return [sys.executable, "-m", "pivot_jax.evaluate", "--config", f"{REPO}/configs/eval/cldr.py:tgt=it,limit=4",
+                "--model", f"gguf:{smollm2_gguf}", "--output", str(out), "--results_index", str(out / "index.jsonl"),
+                "--config.max_new_tokens=4", "--config.batch_size=2", *flags]
+
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu"}
+    one = subprocess.run(command(tmp_path / "one"), env=env, capture_output=True, text=True, cwd=REPO)
+    assert one.returncode == 0, one.stderr[-2000:]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = [subprocess.Popen(command(tmp_path / "two", f"--coordinator_address=127.0.0.1:{port}",
+                                      "--num_processes=2", f"--process_id={i}"),
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+             for i in range(2)]
+    for proc in procs:
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out[-2000:]
+
+    def outputs(out):
+        return {r["id"]: r["output"] for r in map(json.loads, (out / "predictions.jsonl").read_text().split("\n")[:-1])}
+
+    assert outputs(tmp_path / "two") == outputs(tmp_path / "one") and len(outputs(tmp_path / "one")) == 4

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
+from pivot_jax.config import eval_config
 from pivot_jax.eval.items import Item, build_items, extract_answer, render_prompt
-from pivot_jax.evaluate import eval_config
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -172,7 +172,7 @@ def test_coit_from_prepared_tfds_equals_coit_from_files(vocab, tmp_path):
 
 
 def test_eval_sets_as_seqio_tasks(vocab):
-    from pivot_jax.evaluate import eval_config
+    from pivot_jax.config import eval_config
 
     if not SHARED.exists():
         pytest.skip(f"{SHARED} is absent")

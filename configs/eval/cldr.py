@@ -3,8 +3,7 @@
   python -m pivot_jax.evaluate --config configs/eval/cldr.py:src=en,tgt=es --model SPEC
 """
 
-from pivot_jax.config import parse_arg
-from pivot_jax.evaluate import eval_config
+from pivot_jax.config import eval_config, parse_arg
 
 
 def get_config(arg=None):

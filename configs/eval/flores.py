@@ -4,8 +4,7 @@
       --model SPEC [--config.spm_model=flores200_sacrebleu_tokenizer_spm.model]
 """
 
-from pivot_jax.config import parse_arg
-from pivot_jax.evaluate import eval_config
+from pivot_jax.config import eval_config, parse_arg
 
 
 def get_config(arg=None):

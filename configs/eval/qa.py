@@ -9,8 +9,7 @@ SQuAD exact match and F1).
       --config.file=PATH/xquad/xquad.es.json
 """
 
-from pivot_jax.config import parse_arg
-from pivot_jax.evaluate import eval_config
+from pivot_jax.config import eval_config, parse_arg
 
 
 def get_config(arg=None):

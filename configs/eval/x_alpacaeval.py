@@ -5,8 +5,7 @@ share of answers in X; `format=plug` extracts the X answer after its marker and 
       --config.file=PATH/x_alpacaeval/zh.json
 """
 
-from pivot_jax.config import parse_arg
-from pivot_jax.evaluate import eval_config
+from pivot_jax.config import eval_config, parse_arg
 
 
 def get_config(arg=None):

@@ -70,12 +70,13 @@ def main(argv: list[str]) -> None:
 
 
 def _run(command: str, task: str | None, f: Any) -> None:
-    from pivot_jax import train
+    from pivot_jax.pretrained import model_config
+    from pivot_jax.trainer.data import register_data
 
     config = f.config
     if config.data.source != "seqio":
         raise SystemExit(f"{f['config'].value}: data.source is {config.data.source!r}; show/stats read seqio data")
-    data_name, bos_id = train.register_data(config, train.model_config(config))
+    data_name, bos_id = register_data(config, model_config(config.model))
     name = task or data_name
     from pivot_jax.pretrained import load_tokenizer
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import jax
 
+from pivot_jax.decode import Sampling, generate_ids
 from pivot_jax.eval.items import Item, extract_answer, render_prompt
-from pivot_jax.generate import Sampling, generate_ids
 from pivot_jax.jsonl import Appender, DataError, read_numbered, type_name
 
 log = logging.getLogger("pivot_jax.evaluate")

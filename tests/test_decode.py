@@ -7,7 +7,7 @@ from flax import nnx
 
 from pivot_jax import model as M
 from pivot_jax.convert import hf
-from pivot_jax.generate import Sampling, filter_logits, generate_ids
+from pivot_jax.decode import Sampling, filter_logits, generate_ids
 
 PAD = 0
 
