@@ -9,8 +9,8 @@
 - `Tokenizer.from_dir(directory)` / `Tokenizer.save(directory)`: a directory that `transformers.AutoTokenizer`
   also loads.
 
-`seqio_vocabulary(tokenizer)` (or `SeqioVocabulary`) adapts a `Tokenizer` to `seqio.Vocabulary`; TensorFlow and
-seqio are imported only then.
+GGUF vocabularies are rebuilt in `gguf_vocab`, chat templates render in `chat_template`, and `seqio_vocab`
+adapts a `Tokenizer` to `seqio.Vocabulary`.
 
 Special tokens written in the text (`<|im_start|>`, `<s>`, ...) are encoded as their ids by every backend, as HF
 and llama.cpp do, so a rendered chat template encodes correctly.
@@ -18,26 +18,20 @@ and llama.cpp do, so a rendered chat template encodes correctly.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import re
 from collections.abc import Iterable, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pivot_jax.jsonl import read_json
+from pivot_jax.tokenizer import gguf_vocab
+from pivot_jax.tokenizer.chat_template import compile_chat_template
 
 if TYPE_CHECKING:
-    import jinja2
     import sentencepiece
-    import seqio
     import tokenizers
-
-# `SeqioVocabulary` is also importable from here (see `__getattr__`), but not listed: `import *` must not load
-# TensorFlow.
-__all__ = ["Tokenizer", "seqio_vocabulary"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,53 +53,6 @@ END_OF_TURN_TOKENS = (
     "<|end|>",  # Phi-3
     "</s>",  # LLaMA-1/2
 )
-
-# GGUF token types (llama.cpp's `llama_token_type`); they use SentencePiece's numbering.
-_GGUF_CONTROL = 3
-_GGUF_USER_DEFINED = 4
-_GGUF_BYTE = 6
-
-# llama.cpp's pre-tokenizer for each `tokenizer.ggml.pre` value: regexes applied in turn, each one splitting every
-# piece so far into its matches and the text between them, before byte-level BPE runs on each piece.
-_GPT2_REGEX = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
-_LLAMA3_REGEX = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
-    r"|\s+(?!\S)|\s+"
-)
-_QWEN2_REGEX = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
-    r"|\s+(?!\S)|\s+"
-)
-_GPT4O_REGEX = (
-    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
-    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
-    r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-_DEFAULT_REGEXES = (r"[\p{P}\$\+<=>\^~\|]+", _GPT2_REGEX, r"\p{N}+", r"[0-9][0-9][0-9]")
-
-
-# The LLaMA-3 family: llama.cpp also matches a whole word against the vocabulary before merging (HF's
-# `ignore_merges`) and adds BOS unless the file says otherwise.
-_LLAMA3_PRES = ("llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2")
-
-
-def _pre_tokenizer_table() -> dict[str, tuple[str, ...]]:
-    table: dict[str, tuple[str, ...]] = {"default": _DEFAULT_REGEXES}
-    for name in ("gpt-2", "gpt2", "phi-2", "mpt", "olmo", "jais", "roberta-bpe", "jina-es", "jina-de"):
-        table[name] = (_GPT2_REGEX,)
-    for name in ("smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva-7b"):
-        table[name] = (r"\p{N}", _GPT2_REGEX)
-    for name in (*_LLAMA3_PRES, "dbrx", "smaug-bpe"):
-        table[name] = (_LLAMA3_REGEX,)
-    for name in ("qwen2", "deepseek-r1-qwen", "megrez", "stablelm2"):
-        table[name] = (_QWEN2_REGEX,)
-    for name in ("gpt-4o", "llama4"):
-        table[name] = (_GPT4O_REGEX,)
-    return table
-
-
-GGUF_PRE_TOKENIZERS = _pre_tokenizer_table()
-
 
 class _Backend(Protocol):
     """What `Tokenizer` needs from the library that does the work."""
@@ -350,14 +297,14 @@ class Tokenizer:
         if model == "gpt2":
             # Files written before the key existed get llama.cpp's "default" pre-tokenizer.
             pre = meta.get("tokenizer.ggml.pre") or "default"
-            if pre not in GGUF_PRE_TOKENIZERS:
+            if pre not in gguf_vocab.GGUF_PRE_TOKENIZERS:
                 raise WeightsError(f"{path}: unsupported pre-tokenizer {pre!r} in GGUF key 'tokenizer.ggml.pre' "
-                                   f"(supported: {', '.join(sorted(GGUF_PRE_TOKENIZERS))})")
-            backend: _Backend = _HFBackend(_byte_level_bpe_from_gguf(
+                                   f"(supported: {', '.join(sorted(gguf_vocab.GGUF_PRE_TOKENIZERS))})")
+            backend: _Backend = _HFBackend(gguf_vocab.byte_level_bpe(
                 tokens, require("tokenizer.ggml.merges"), token_types, pre))
-            add_bos_default = pre in _LLAMA3_PRES
+            add_bos_default = pre in gguf_vocab.LLAMA3_PRES
         elif model == "llama":
-            proto = _sentencepiece_proto_from_gguf(meta, tokens, token_types, require("tokenizer.ggml.scores"))
+            proto = gguf_vocab.sentencepiece_proto(meta, tokens, token_types, require("tokenizer.ggml.scores"))
             try:
                 backend = _SentencePieceBackend(proto)
             except RuntimeError as e:  # sentencepiece refuses the model (a duplicate piece, no unknown token...)
@@ -501,39 +448,13 @@ class Tokenizer:
         to the template too."""
         if self._chat_template is None:
             raise ValueError("this tokenizer has no chat template (the source had no 'chat_template')")
-        template = _compile_chat_template(self._chat_template)
+        template = compile_chat_template(self._chat_template)
         special_tokens = {name: token for name, token in self._special_tokens.items() if token is not None}
         return template.render({**special_tokens, **template_vars}, messages=messages,
                                add_generation_prompt=add_generation_prompt)
 
 
 # --------------------------------------------------------------------------------------------------- helpers
-
-
-def _raise_template_exception(message: str) -> None:
-    import jinja2
-
-    raise jinja2.exceptions.TemplateError(message)
-
-
-def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None,
-            sort_keys: bool = False) -> str:
-    # Jinja's own `tojson` escapes HTML characters, which would change what a template renders.
-    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-
-
-@functools.lru_cache(maxsize=16)
-def _compile_chat_template(source: str) -> jinja2.Template:
-    """Chat templates are untrusted code from model repos: render them in Jinja's immutable sandbox, with the
-    options and helpers HF gives them so that they render identically."""
-    import jinja2.ext
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
-    env.filters["tojson"] = _tojson
-    env.globals["raise_exception"] = _raise_template_exception
-    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-    return env.from_string(source)
 
 
 def _token_content(value: Any) -> str | None:
@@ -569,161 +490,3 @@ def _read_hf_config(directory: Path) -> dict[str, Any]:
     return config
 
 
-def _byte_level_bpe_from_gguf(tokens: list[str], merges: list[str], token_types: list[int],
-                              pre: str) -> tokenizers.Tokenizer:
-    """A `tokenizers` byte-level BPE from a GGUF `gpt2` vocabulary, pre-tokenizing as llama.cpp does for `pre`."""
-    from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
-    from tokenizers import Tokenizer as HFTokenizer
-
-    bpe = models.BPE(
-        vocab={token: i for i, token in enumerate(tokens)},
-        # Byte-level symbols never contain a space, so the first space separates the pair.
-        merges=[tuple(merge.split(" ", 1)) for merge in merges],
-        ignore_merges=pre in _LLAMA3_PRES,
-    )
-    tokenizer = HFTokenizer(bpe)
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Split(Regex(regex), behavior="isolated") for regex in GGUF_PRE_TOKENIZERS[pre]]
-        + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
-    )
-    tokenizer.decoder = decoders.ByteLevel()
-    # Control tokens are matched whole in the text and skipped by decode; user-defined tokens (stored as plain
-    # text by llama.cpp) are matched whole too but decoded.
-    tokenizer.add_special_tokens([AddedToken(token, special=True, normalized=False)
-                                  for token, kind in zip(tokens, token_types) if kind == _GGUF_CONTROL])
-    tokenizer.add_tokens([AddedToken(token, special=False, normalized=False)
-                          for token, kind in zip(tokens, token_types) if kind == _GGUF_USER_DEFINED])
-    return tokenizer
-
-
-def _sentencepiece_proto_from_gguf(meta: dict[str, Any], tokens: list[str], token_types: list[int],
-                                   scores: list[float]) -> bytes:
-    """A SentencePiece BPE model proto from a GGUF `llama` vocabulary, so that `sentencepiece` runs it exactly.
-
-    llama.cpp writes the pieces, scores and types of the original `tokenizer.model` (its token types are
-    SentencePiece's) and applies no normalisation beyond escaping spaces and the optional dummy prefix.
-    """
-    from sentencepiece import sentencepiece_model_pb2 as sp_pb2
-
-    proto = sp_pb2.ModelProto()
-    valid_types = set(sp_pb2.ModelProto.SentencePiece.Type.values())
-    for token, score, kind in zip(tokens, scores, token_types):
-        proto.pieces.add(piece=token, score=score, type=kind if kind in valid_types else 1)  # 1: NORMAL
-    trainer = proto.trainer_spec
-    trainer.model_type = sp_pb2.TrainerSpec.BPE
-    trainer.vocab_size = len(tokens)
-    trainer.byte_fallback = _GGUF_BYTE in token_types
-    # SentencePiece finds its bos/eos/pad/unk by these piece names.
-    for key, field in (("bos_token_id", "bos"), ("eos_token_id", "eos"), ("padding_token_id", "pad"),
-                       ("unknown_token_id", "unk")):
-        token_id = meta.get(f"tokenizer.ggml.{key}")
-        has_token = token_id is not None and 0 <= token_id < len(tokens)
-        setattr(trainer, f"{field}_id", token_id if has_token else -1)
-        if has_token:
-            setattr(trainer, f"{field}_piece", tokens[token_id])
-    normalizer = proto.normalizer_spec
-    normalizer.name = "identity"
-    normalizer.add_dummy_prefix = bool(meta.get("tokenizer.ggml.add_space_prefix", True))
-    normalizer.remove_extra_whitespaces = False
-    normalizer.escape_whitespaces = True
-    return proto.SerializeToString()
-
-
-# ------------------------------------------------------------------------------------------------------ seqio
-
-
-def seqio_vocabulary(tokenizer: Tokenizer) -> seqio.Vocabulary:
-    """`tokenizer` as a `seqio.Vocabulary` (imports TensorFlow and seqio)."""
-    return _seqio_vocabulary_class()(tokenizer)
-
-
-def __getattr__(name: str) -> Any:
-    # `SeqioVocabulary` subclasses `seqio.Vocabulary`; building it on first use keeps TensorFlow out of imports
-    # of this module. Pickle also finds the class through here.
-    if name == "SeqioVocabulary":
-        return _seqio_vocabulary_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-@functools.cache
-def _seqio_vocabulary_class() -> type:
-    import numpy as np
-    import seqio
-    import tensorflow as tf
-
-    class SeqioVocabulary(seqio.Vocabulary):
-        """A `Tokenizer` as a `seqio.Vocabulary`.
-
-        seqio reserves id 0 for padding (`pad_id` is 0, and its feature converters treat 0 as padding), whatever
-        token 0 is in the vocabulary; so 0 is dropped when decoding. `eos_id` and `unk_id` are the tokenizer's.
-        Encoding adds neither BOS nor EOS (seqio appends EOS itself).
-        """
-
-        def __init__(self, tokenizer: Tokenizer) -> None:
-            self.tokenizer = tokenizer
-            super().__init__(extra_ids=0)
-
-        @property
-        def bos_id(self) -> int | None:
-            return self.tokenizer.bos_id
-
-        @property
-        def eos_id(self) -> int | None:
-            return self.tokenizer.eos_id
-
-        @property
-        def unk_id(self) -> int | None:
-            return self.tokenizer.unk_id
-
-        @property
-        def _base_vocab_size(self) -> int:
-            return self.tokenizer.vocab_size
-
-        def _encode(self, s: str) -> list[int]:
-            return self.tokenizer.encode(s)
-
-        def _decode(self, ids: Iterable[int]) -> str:
-            return self.tokenizer.decode([i for i in ids if i != seqio.vocabularies.PAD_ID])
-
-        def _encode_tf(self, s: tf.Tensor) -> tf.Tensor:
-            """A scalar string gives int32 `[length]`; a 1-D batch of strings gives a ragged int32 `[batch, None]`."""
-            s = tf.convert_to_tensor(s, dtype=tf.string)
-            if s.shape.rank not in (0, 1):
-                raise ValueError(f"_encode_tf takes a scalar or 1-D string tensor, got shape {s.shape}")
-
-            def encode(texts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-                encoded = [self.tokenizer.encode(t.decode("utf-8")) for t in np.atleast_1d(texts)]
-                flat = np.array([i for ids in encoded for i in ids], dtype=np.int32)
-                return flat, np.array([len(ids) for ids in encoded], dtype=np.int64)
-
-            flat, lengths = tf.numpy_function(encode, [s], (tf.int32, tf.int64), stateful=False)
-            flat.set_shape([None])
-            if s.shape.rank == 0:
-                return flat
-            lengths.set_shape(s.shape)
-            return tf.RaggedTensor.from_row_lengths(flat, lengths)
-
-        def _decode_tf(self, ids: tf.Tensor) -> tf.Tensor:
-            """int ids `[..., length]` give strings `[...]` (a scalar for 1-D ids)."""
-            ids = tf.convert_to_tensor(ids)
-            if ids.shape.rank is None or ids.shape.rank < 1:
-                raise ValueError(f"_decode_tf takes ids of rank >= 1, got shape {ids.shape}")
-
-            def decode(batch: np.ndarray) -> np.ndarray:
-                rows = batch.reshape(int(np.prod(batch.shape[:-1])), batch.shape[-1])
-                texts = [self._decode(row.tolist()).encode("utf-8") for row in rows]
-                return np.array(texts, dtype=object).reshape(batch.shape[:-1])
-
-            texts = tf.numpy_function(decode, [ids], tf.string, stateful=False)
-            texts.set_shape(ids.shape[:-1])
-            return texts
-
-        def __eq__(self, other: object) -> bool:
-            return isinstance(other, SeqioVocabulary) and other.tokenizer is self.tokenizer
-
-        def __hash__(self) -> int:
-            return id(self.tokenizer)
-
-    SeqioVocabulary.__module__ = __name__
-    SeqioVocabulary.__qualname__ = "SeqioVocabulary"
-    return SeqioVocabulary
