@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import functools
 import logging
 import math
 import time
@@ -19,16 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 from jax.experimental import multihost_utils
 from ml_collections import ConfigDict
 
 from pivot_jax import distributed, sharding, throughput
-from pivot_jax import model as model_lib
-from pivot_jax import optimizer as optimizer_lib
 from pivot_jax.checkpoint import Checkpointer, saved_steps
 from pivot_jax.config import resume_differences, validate
 from pivot_jax.data import BATCH_KEYS, BatchStream
@@ -36,91 +31,25 @@ from pivot_jax.data.synthetic import SyntheticStream
 from pivot_jax.errors import ConfigError
 from pivot_jax.jsonl import Appender, read_json, read_jsonl
 from pivot_jax.preemption import PREEMPTED_EXIT_CODE, EvaluationAbandoned, Preempted, PreemptionWatch
-from pivot_jax.pretrained import load_params_onto, model_config
+from pivot_jax.pretrained import model_config
 from pivot_jax.run_status import write_status, write_text_atomic
+from pivot_jax.trainer.build import Setup, build, check_fits
 from pivot_jax.trainer.data import register_data
-from pivot_jax.trainer.step import eval_step, train_step
 
 log = logging.getLogger("pivot_jax.train")
 
 
-@dataclasses.dataclass
-class Setup:
-    """Everything compiled and placed for a run (shared by `train` and tests)."""
-
-    config: ConfigDict
-    model_cfg: model_lib.LlamaConfig
-    mesh: jax.sharding.Mesh
-    graphdef: nnx.GraphDef
-    state_shardings: dict[str, Any]
-    batch_sharding: jax.sharding.NamedSharding
-    step_fn: Callable
-    eval_fn: Callable
-    init_fn: Callable[[], dict[str, Any]]
-    abstract_state: dict[str, Any]
-    rules: list[tuple]
-    data_name: str = ""  # the registered seqio mixture (data.source="seqio")
-    bos_id: int = 0
-
-    def activate(self):
-        """Mesh + logical rules: every call of the jitted functions (tracing included) runs inside this."""
-        return sharding.activate(self.mesh, self.rules)
-
-
 def setup(config: ConfigDict, devices: list[jax.Device] | None = None) -> Setup:
+    """The run's data registered (and `train.steps` measured from `train.epochs`), then `trainer.build`."""
     validate(config)
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices)
-    rules = [tuple(rule) for rule in config.mesh.axis_rules]
     model_cfg = model_config(config.model)
-    if config.train.seq_len > model_cfg.max_seq_len:
-        raise ConfigError(f"train.seq_len {config.train.seq_len} exceeds the model's max_seq_len "
-                         f"{model_cfg.max_seq_len} (set model.max_seq_len)")
-    rows_per_shard = mesh.shape["data"] * mesh.shape["fsdp"] * config.train.grad_accum_steps
-    if config.train.global_batch_size % rows_per_shard:
-        raise ConfigError(f"train.global_batch_size {config.train.global_batch_size} must be a multiple of "
-                         f"mesh data x fsdp x grad_accum_steps = {rows_per_shard}")
-
+    check_fits(config, model_cfg, mesh)  # before the data, whose registration takes time
     data_name, bos_id = register_data(config, model_cfg)
     if config.train.epochs > 0:
         config = _with_steps_from_epochs(config, data_name, bos_id)
-    abstract_model = nnx.eval_shape(lambda: model_lib.create(model_cfg))
-    graphdef = nnx.graphdef(abstract_model)
-    param_shardings = sharding.param_shardings(abstract_model, mesh, rules)
-    optimizer, schedule = optimizer_lib.make(config.optimizer, config.train.steps)
-    replicated = sharding.replicated(mesh)
-
-    def init_params():
-        return nnx.to_pure_dict(nnx.state(model_lib.create(model_cfg, seed=config.seed), nnx.Param))
-
-    abstract_params = jax.eval_shape(init_params)
-    abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
-    opt_shardings = optax.tree_map_params(optimizer, lambda _, s: s, abstract_opt, param_shardings,
-                                          transform_non_params=lambda _: replicated)
-    state_shardings = dict(params=param_shardings, opt_state=opt_shardings, step=replicated, rng=replicated)
-
-    def init_state(params):
-        return dict(params=params, opt_state=optimizer.init(params), step=jnp.zeros((), jnp.int32),
-                    rng=jax.random.key_data(jax.random.key(config.seed)))
-
-    if config.model.init_from:
-        def init_fn():
-            params = load_params_onto(config.model.init_from, model_cfg, param_shardings)
-            return jax.jit(init_state, out_shardings=state_shardings)(params)
-    else:
-        init_fn = jax.jit(lambda: init_state(init_params()), out_shardings=state_shardings)
-    abstract_state = jax.eval_shape(lambda: init_state(init_params()))
-    abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                  abstract_state, state_shardings)
-    batch_sharding = sharding.batch_sharding(mesh)
-    batch_shardings = {k: batch_sharding for k in BATCH_KEYS}
-    step_fn = jax.jit(functools.partial(train_step, graphdef=graphdef, optimizer=optimizer, schedule=schedule,
-                                        accum_steps=config.train.grad_accum_steps),
-                      in_shardings=(state_shardings, batch_shardings),
-                      out_shardings=(state_shardings, replicated), donate_argnums=0)
-    eval_fn = jax.jit(functools.partial(eval_step, graphdef=graphdef),
-                      in_shardings=(param_shardings, batch_shardings), out_shardings=replicated)
-    return Setup(config, model_cfg, mesh, graphdef, state_shardings, batch_sharding, step_fn, eval_fn, init_fn,
-                 abstract_state, rules, data_name, bos_id)
+    return dataclasses.replace(build(config, mesh, config.train.steps, model_cfg), data_name=data_name,
+                               bos_id=bos_id)
 
 
 def _with_steps_from_epochs(config: ConfigDict, data_name: str, bos_id: int, sample_batches: int = 8

@@ -1,1 +1,2 @@
-"""The trainer as a library: the step maths (`step`), the run's data (`data`); the run itself is `pivot_jax.train`."""
+"""The trainer as a library: the step maths (`step`), the step compiled for a config without data (`build`), the
+run's data (`data`). The run itself is still in `pivot_jax.train`."""
