@@ -29,17 +29,21 @@ setup(
         "tensorflow==2.21.0",
         "tensorflow-text==2.21.1",
         "tensorflow-datasets>=4.9.10,<4.10",
-        "clu>=0.0.12",
-        "tensorboard>=2.21,<2.22",
+        "tensorboard>=2.21,<2.22",  # its event-file writer and protos (TensorBoard logs)
+        "google-cloud-storage>=3,<4",  # Orbax lists and deletes checkpoint steps on gs:// with it
         "absl-py>=2",
         "babel>=2.14",
         "sacrebleu>=2.6,<2.7",  # spBLEU's local-model hook relies on 2.6 internals (pivot_jax/eval/metrics.py)
         "py3langid>=0.4,<0.5",
         "matplotlib>=3.9,<4",  # report plots
+        "scipy>=1.13,<2",  # scaling-law fits (bounded Huber least squares) and allocation (SLSQP, root finding)
     ],
     extras_require={
         # Parity tests build reference models with PyTorch (CPU) + transformers; no weights are downloaded.
-        "dev": ["pytest>=8", "hypothesis>=6.100", "torch==2.13.0", "transformers==5.23.0", "accelerate>=1.10"],
+        # gs:// tests run on a local GCS emulator (tests/gcs_emulator.py) through gcsfs; gcsfs 2026.10.1 needs
+        # fsspec>=2026.9.0 (no gcsfs 2026.9.x was released) and brings google-cloud-storage, which Orbax uses on gs://.
+        "dev": ["pytest>=8", "hypothesis>=6.100", "torch==2.13.0", "transformers==5.23.0", "accelerate>=1.10",
+                "gcp-storage-emulator==2026.7.19", "gcsfs==2026.10.1"],
         "tpu": ["jax[tpu]>=0.10.2,<0.11"],
         "gpu": ["jax[cuda12]>=0.10.2,<0.11"],
     },

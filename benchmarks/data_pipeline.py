@@ -19,8 +19,9 @@ import jax
 def main(argv: list[str]) -> None:
     from absl import flags, logging
 
-    from pivot_jax import train
     from pivot_jax.data.tasks import SeqioStream
+    from pivot_jax.trainer import loop
+    from pivot_jax.trainer.data import global_batch
 
     logging.set_verbosity(logging.WARNING)
     f = flags.FLAGS
@@ -29,7 +30,7 @@ def main(argv: list[str]) -> None:
         config.train.epochs = 0.0
         config.train.steps = f.train_steps + 1
         config.model.dtype = "float32"  # bf16 matmuls are emulated on CPU
-    s = train.setup(config)
+    s = loop.setup(config)
     rows, seq_len = config.train.global_batch_size, config.train.seq_len
     stream = SeqioStream(s.data_name, "train", seq_len, rows, config.seed, s.bos_id)
     start = time.perf_counter()
@@ -42,12 +43,12 @@ def main(argv: list[str]) -> None:
 
     with s.activate():
         state = s.init_fn()
-        state, metrics = s.step_fn(state, train.global_batch(first, s.batch_sharding))
+        state, metrics = s.step_fn(state, global_batch(first, s.batch_sharding))
         jax.block_until_ready(metrics)
         batches = [next(stream) for _ in range(f.train_steps)]
         start = time.perf_counter()
         for batch in batches:
-            state, metrics = s.step_fn(state, train.global_batch(batch, s.batch_sharding))
+            state, metrics = s.step_fn(state, global_batch(batch, s.batch_sharding))
         jax.block_until_ready(metrics)
         trainer = f.train_steps * rows * seq_len / (time.perf_counter() - start)
 

@@ -17,8 +17,10 @@ import time
 
 import jax
 
-from pivot_jax import throughput, train
+from pivot_jax import throughput
 from pivot_jax.config import base_config
+from pivot_jax.trainer import loop
+from pivot_jax.trainer.data import global_batch, make_stream
 
 
 def main() -> None:
@@ -42,8 +44,8 @@ def main() -> None:
     config.train.seq_len = args.seq_len
     config.train.steps = args.steps + 1
     config.data.vocab_size = 49152
-    s = train.setup(config)
-    stream = train.make_stream(s, "train")
+    s = loop.setup(config)
+    stream = make_stream(s.config, s.data_name, s.bos_id, "train")
     batches = [next(stream) for _ in range(args.steps + 1)]
     tokens = args.batch * args.seq_len
     flops = throughput.training_flops_per_token(s.model_cfg, args.seq_len) * tokens
@@ -55,12 +57,12 @@ def main() -> None:
     with s.activate():
         state = s.init_fn()
         start = time.perf_counter()
-        state, metrics = s.step_fn(state, train.global_batch(batches[0], s.batch_sharding))
+        state, metrics = s.step_fn(state, global_batch(batches[0], s.batch_sharding))
         jax.block_until_ready(metrics)
         compile_s = time.perf_counter() - start
         start = time.perf_counter()
         for batch in batches[1:]:
-            state, metrics = s.step_fn(state, train.global_batch(batch, s.batch_sharding))
+            state, metrics = s.step_fn(state, global_batch(batch, s.batch_sharding))
         jax.block_until_ready(metrics)
         ours = (time.perf_counter() - start) / args.steps
     print(f"pivot_jax:     {tokens / ours:10,.0f} tok/s  {flops / ours / s.mesh.size / 1e12:7.3f} TFLOP/s/device  "

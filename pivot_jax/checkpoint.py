@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import logging
 import re
-from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from jax.experimental import multihost_utils
 
 from pivot_jax.errors import PivotError
+from pivot_jax.paths import PathLike, absolute
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,8 @@ STATE, DATA = "state", "data"
 # Files every complete step has; a missing one names the damage better than the pytree error Orbax gives.
 REQUIRED_FILES = (f"{STATE}/_METADATA", f"{DATA}/metadata")
 UNREADABLE_DIR = "unreadable_checkpoints"  # WORKDIR/unreadable_checkpoints/STEP: moved aside, never deleted
+UNREADABLE_README = ("Checkpoint steps that did not restore, moved here by the trainer (checkpoint.fallback) so that\n"
+                     "the step before could be restored. Nothing here is read again; delete what you do not need.\n")
 
 
 class CheckpointError(PivotError):
@@ -33,11 +36,11 @@ class CheckpointError(PivotError):
 class Checkpointer:
     """Saves `{params, opt_state, step, rng}` + the data stream's position under `WORKDIR/checkpoints`."""
 
-    def __init__(self, workdir: str | Path, every_steps: int, keep: int, async_save: bool = True):
+    def __init__(self, workdir: PathLike, every_steps: int, keep: int, async_save: bool = True):
         """`keep` newest steps are kept (the newest, so the final step, always among them); 0 keeps all."""
         if keep < 0:
             raise ValueError(f"checkpoint.keep must be >= 0 (0 = keep every step), got {keep}")
-        self.directory = Path(workdir).absolute() / "checkpoints"
+        self.directory = absolute(workdir) / "checkpoints"
         self.every_steps = every_steps
         options = ocp.CheckpointManagerOptions(max_to_keep=keep or None, create=True,
                                                enable_async_checkpointing=async_save)
@@ -94,10 +97,12 @@ class Checkpointer:
                         step, problem, moved)
         return None
 
-    def _move_aside(self, step: int) -> Path:
+    def _move_aside(self, step: int) -> epath.Path:
         target = self.directory.parent / UNREADABLE_DIR / str(step)
         if jax.process_index() == 0:
             target.parent.mkdir(parents=True, exist_ok=True)
+            # An object store has no empty folders to rename into: a file makes this one exist there too.
+            (target.parent / "README.txt").write_text(UNREADABLE_README)
             suffix = 1
             while target.exists():  # the same step may go bad twice (e.g. saved again after a fallback)
                 target, suffix = target.with_name(f"{step}.{suffix}"), suffix + 1
@@ -117,7 +122,7 @@ class Checkpointer:
             self.manager = None
 
 
-def params_layout_mismatch(step_dir: Path, abstract_params: Any, shown: int = 3) -> str:
+def params_layout_mismatch(step_dir: epath.Path, abstract_params: Any, shown: int = 3) -> str:
     """How the parameters stored in a step differ from `abstract_params` (names and shapes), or "" when they
     agree or the step's metadata cannot be read (then the restore itself says what is damaged)."""
     quiet = logging.getLogger("absl")
@@ -140,7 +145,7 @@ def params_layout_mismatch(step_dir: Path, abstract_params: Any, shown: int = 3)
     return "; ".join(problems[:shown]) + more
 
 
-def describe_restore_failure(step_dir: Path, error: BaseException) -> str:
+def describe_restore_failure(step_dir: epath.Path, error: BaseException) -> str:
     """Which file of a step is missing, or which array could not be read, and why (one line)."""
     missing = [name for name in REQUIRED_FILES if not (step_dir / name).exists()]
     if missing:
@@ -156,15 +161,15 @@ def describe_restore_failure(step_dir: Path, error: BaseException) -> str:
     return messages[-1]
 
 
-def saved_steps(workdir: str | Path) -> list[int]:
-    """The complete steps under WORKDIR/checkpoints, oldest first (Orbax renames a step only once complete)."""
-    directory = Path(workdir).absolute() / "checkpoints"
-    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
+def saved_steps(workdir: PathLike) -> list[int]:
+    """The complete steps under WORKDIR/checkpoints, oldest first (Orbax's test: renamed from their temporary
+    name on a file system, `commit_success.txt` written on an object store)."""
+    return sorted(ocp.utils.checkpoint_steps(absolute(workdir) / "checkpoints"))
 
 
-def step_directory(workdir: str | Path, step: int | None = None) -> Path:
+def step_directory(workdir: PathLike, step: int | None = None) -> epath.Path:
     """WORKDIR/checkpoints/STEP of a trainer run (default: the latest complete one)."""
-    directory = Path(workdir).absolute() / "checkpoints"
+    directory = absolute(workdir) / "checkpoints"
     steps = saved_steps(workdir)
     if not steps:
         raise FileNotFoundError(f"{workdir}: no checkpoints/<step> (not a trainer workdir, or nothing saved yet)")
@@ -175,7 +180,7 @@ def step_directory(workdir: str | Path, step: int | None = None) -> Path:
     return directory / str(step)
 
 
-def restore_params(step_dir: Path, abstract_params: Any) -> Any:
+def restore_params(step_dir: epath.Path, abstract_params: Any) -> Any:
     """Only the parameters of a training checkpoint (no optimizer state is read), cast and placed as
     `abstract_params` (a tree of `jax.ShapeDtypeStruct` with shardings) says."""
     restore_args = jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding, dtype=a.dtype), abstract_params)

@@ -7,9 +7,11 @@ value of the wrong type stops before anything runs.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from ml_collections import ConfigDict
@@ -304,9 +306,6 @@ def paper_config(paper: str, model: str) -> ConfigDict:
 
 def load_config_file(spec: str) -> ConfigDict:
     """`path/to/config.py[:ARGS]` -> that file's `get_config(ARGS)` (what `--config` flags do)."""
-    import importlib.util
-    from pathlib import Path
-
     path, _, arg = spec.partition(":")
     if not Path(path).is_file():
         raise FileNotFoundError(f"config file {path!r} does not exist")

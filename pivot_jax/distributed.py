@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 import jax
+from absl import flags
 
 
 def initialize(coordinator: str | None = None, num_processes: int | None = None,
@@ -28,8 +29,6 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
 
 def define_flags() -> None:
     """The multi-host flags of the absl-flag commands."""
-    from absl import flags
-
     flags.DEFINE_string("coordinator_address", None, "multi-host: HOST:PORT of process 0 (else auto-detect)")
     flags.DEFINE_integer("num_processes", None, "multi-host: number of processes")
     flags.DEFINE_integer("process_id", None, "multi-host: this process's index")

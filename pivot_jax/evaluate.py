@@ -9,50 +9,33 @@ the scaling-law tools read.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
+from absl import flags
+from ml_collections import config_flags
+
 from pivot_jax import distributed
+from pivot_jax.cli import Command
+from pivot_jax.eval.chat_client import ChatClient
 from pivot_jax.eval.run import JudgeOptions, evaluate, protocol_name
-
-
-def main(argv: list[str]) -> None:
-    from absl import flags
-
-    from pivot_jax.cli import exit_on_user_error, setup_logging
-
-    del argv
-    f = flags.FLAGS
-    setup_logging("pivot_jax")
-    exit_on_user_error(lambda: _evaluate_from_flags(f), f.verbose)
 
 
 def _evaluate_from_flags(f: Any) -> None:
     distributed.initialize(f.coordinator_address, f.num_processes, f.process_id)
     tags = dict(tag.split("=", 1) for tag in f.tag)
-    output = Path(f.output or Path("runs") / "eval" / protocol_name(f.config).replace("/", "_"))
+    output = f.output or f"runs/eval/{protocol_name(f.config).replace('/', '_')}"
     judge = None
     if f.judge:
-        from pivot_jax.eval.judge import ChatClient
-
-        if not f.judge_against:
-            raise SystemExit("--judge needs --judge_against: the output directory of the run to compare with")
         # Endpoint, model and key from flags or PIVOT_JUDGE_BASE_URL / PIVOT_JUDGE_MODEL / PIVOT_JUDGE_API_KEY.
         client = ChatClient(base_url=f.judge_base_url, model=f.judge_model, requests_per_minute=f.judge_rpm)
-        judge = JudgeOptions(f.judge, Path(f.judge_against), client, f.mi_eval_gate)
-    evaluate(f.config, f.model, output, Path(f.results_index) if f.results_index else None, tags, judge)
+        judge = JudgeOptions(f.judge, f.judge_against, client, f.mi_eval_gate)
+    evaluate(f.config, f.model, output, f.results_index or None, tags, judge)
 
 
-def cli() -> None:
-    from absl import app, flags
-    from ml_collections import config_flags
-
-    from pivot_jax.cli import define_verbose_flag
-
+def _define_flags() -> None:
     config_flags.DEFINE_config_file("config", None, "eval config (configs/eval/FILE.py[:ARGS])", lock_config=True)
     flags.DEFINE_string("model", None, "hf:DIR | gguf:FILE | orbax:DIR | run:WORKDIR[@STEP] (a trainer run)")
-    flags.DEFINE_string("output", None, "where predictions and results go (default runs/eval/<protocol>)")
+    flags.DEFINE_string("output", None, "predictions and results go here, a directory or gs:// (default: runs/eval/...)")
     flags.DEFINE_string("results_index", "runs/results_index.jsonl", "JSONL index appended with every metric")
     flags.DEFINE_multi_string("tag", [], "KEY=VALUE recorded in the index (e.g. pairs=1000 for scaling laws)")
     flags.DEFINE_enum("judge", None, ["pairwise", "score"], "LLM-judge this run against --judge_against")
@@ -62,10 +45,14 @@ def cli() -> None:
     flags.DEFINE_integer("judge_rpm", None, "judge requests per minute")
     flags.DEFINE_bool("mi_eval_gate", False, "pairwise: a wrong-language answer loses without asking the judge")
     distributed.define_flags()
-    define_verbose_flag()
     flags.mark_flags_as_required(["config", "model"])
-    app.run(main)
+    flags.register_validator("tag", lambda tags: all("=" in tag for tag in tags), "--tag takes KEY=VALUE")
+    flags.register_multi_flags_validator(
+        ["judge", "judge_against"], lambda v: not v["judge"] or v["judge_against"],
+        "--judge needs --judge_against: the output directory of the run to compare with")
 
+
+COMMAND = Command("pivot_jax.evaluate", __doc__, _define_flags, _evaluate_from_flags)
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    COMMAND.cli()

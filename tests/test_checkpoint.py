@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from pivot_jax import train
 from pivot_jax.checkpoint import UNREADABLE_DIR, Checkpointer, CheckpointError, saved_steps
 from pivot_jax.config import base_config
 from pivot_jax.errors import ConfigError
 from pivot_jax.run_status import read_status
+from pivot_jax.trainer import loop
 
 
 def tiny(steps=4, **checkpoint):
@@ -22,12 +22,12 @@ def tiny(steps=4, **checkpoint):
 
 
 def test_keep_zero_keeps_every_step_and_keep_one_the_final_step(tmp_path):
-    train.train(tiny(6, keep=0), tmp_path / "all")  # before: keep=0 deleted every checkpoint (exit 0)
+    loop.train(tiny(6, keep=0), tmp_path / "all")  # before: keep=0 deleted every checkpoint (exit 0)
     assert saved_steps(tmp_path / "all") == [2, 4, 6]
-    train.train(tiny(5, keep=1), tmp_path / "one")
+    loop.train(tiny(5, keep=1), tmp_path / "one")
     assert saved_steps(tmp_path / "one") == [5]
     with pytest.raises(ConfigError, match=r"checkpoint.keep=-1: must be >= 0"):
-        train.train(tiny(keep=-1), tmp_path / "bad")
+        loop.train(tiny(keep=-1), tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
 
 
@@ -38,7 +38,7 @@ def _biggest_array_file(step_dir: Path) -> Path:
 
 @pytest.mark.parametrize("damage", ["truncated", "garbled", "metadata deleted"])
 def test_damaged_latest_step_is_named_moved_aside_and_the_previous_one_restores(tmp_path, damage, caplog):
-    train.train(tiny(keep=0), tmp_path)
+    loop.train(tiny(keep=0), tmp_path)
     step_dir = tmp_path / "checkpoints" / "4"
     if damage == "metadata deleted":
         (step_dir / "state" / "_METADATA").unlink()
@@ -51,7 +51,7 @@ def test_damaged_latest_step_is_named_moved_aside_and_the_previous_one_restores(
     files_before = sorted(str(p.relative_to(step_dir)) for p in step_dir.rglob("*"))
 
     with caplog.at_level(logging.WARNING, logger="pivot_jax.checkpoint"):
-        train.train(tiny(keep=0), tmp_path)  # the same run again: falls back to step 2 and trains 3..4 again
+        loop.train(tiny(keep=0), tmp_path)  # the same run again: falls back to step 2 and trains 3..4 again
     warning = next(r.getMessage() for r in caplog.records if "does not restore" in r.getMessage())
     assert "checkpoint step 4" in warning and named in warning and UNREADABLE_DIR in warning
     moved = tmp_path / UNREADABLE_DIR / "4"
@@ -60,26 +60,26 @@ def test_damaged_latest_step_is_named_moved_aside_and_the_previous_one_restores(
 
 
 def test_without_fallback_a_damaged_step_stops_naming_it_and_nothing_moves(tmp_path):
-    train.train(tiny(keep=0), tmp_path)
+    loop.train(tiny(keep=0), tmp_path)
     (tmp_path / "checkpoints" / "4" / "state" / "_METADATA").unlink()
     with pytest.raises(CheckpointError, match=r"checkpoint step 4 .* missing file .*_METADATA") as error:
-        train.train(tiny(keep=0, fallback=False), tmp_path)
+        loop.train(tiny(keep=0, fallback=False), tmp_path)
     assert "checkpoint.fallback" in error.value.hint
     assert saved_steps(tmp_path) == [2, 4] and not (tmp_path / UNREADABLE_DIR).exists()
 
 
 def test_a_different_model_is_not_mistaken_for_damage(tmp_path):
-    train.train(tiny(), tmp_path)
+    loop.train(tiny(), tmp_path)
     other = tiny()
     other.model.preset = "tiny-llama3"
     other.resume_allow = "model.preset"  # accepted deliberately, yet the weights cannot fit
     with pytest.raises(CheckpointError, match=r"holds other parameters .*k_proj'\] saved \(2, 64, 2, 16\)"):
-        train.train(other, tmp_path)
+        loop.train(other, tmp_path)
     assert saved_steps(tmp_path) == [2, 4] and not (tmp_path / UNREADABLE_DIR).exists()
 
 
 def test_closed_checkpointer_still_reports_its_latest_step(tmp_path):
-    train.train(tiny(), tmp_path)
+    loop.train(tiny(), tmp_path)
     checkpointer = Checkpointer(tmp_path, 2, 3)
     checkpointer.close()
     checkpointer.close()  # twice is fine

@@ -64,7 +64,7 @@ def test_smollm2_plug_runs_and_reports(smollm2_gguf, tmp_path):
     """The real model through the PLUG config: step-0 and final evaluation on held-out articles, report."""
     import json
 
-    from pivot_jax import train
+    from pivot_jax.trainer import loop
 
     shared = CONFIGS.parents[1] / "shared" / "data"
     if not shared.exists():
@@ -75,10 +75,10 @@ def test_smollm2_plug_runs_and_reports(smollm2_gguf, tmp_path):
     config.train.seq_len = 256
     config.data.overflow = "truncate"
     config.eval.steps = 1
-    train.train(config, tmp_path)
+    loop.train(config, tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "results_index.jsonl").read_text().splitlines()]
     metrics = {(r["step"], r["metric"]) for r in rows}
-    assert {("0", "f1"), ("1", "f1"), ("0", "plug_marker_not_found"), ("1", "language_fidelity")} <= metrics
+    assert {(0, "f1"), (1, "f1"), (0, "plug_marker_not_found"), (1, "language_fidelity")} <= metrics
     assert all(r["samples"] == 2 and r["protocol"] == "xquad/es/plug/greedy" for r in rows)
     assert "| f1 |" in (tmp_path / "report.md").read_text()
 

@@ -48,7 +48,7 @@ def test_sharded_predictions_equal_single_device_generation_and_are_scored(smoll
     assert summary["model"].startswith("gguf:") and summary["metrics"] == results
     assert "| bleu |" in (tmp_path / "out" / "results.md").read_text()
     lines = [json.loads(l) for l in index.read_text().splitlines()]
-    assert len(lines) == len(results) and lines[0]["pairs"] == "0" and lines[0]["target_lang"] == "es"
+    assert len(lines) == len(results) and lines[0]["tags"] == {"pairs": "0"} and lines[0]["step"] is None and lines[0]["target_lang"] == "es"
 
 
 def test_interrupted_run_resumes_without_regenerating(smollm2_gguf, tmp_path):
@@ -73,7 +73,7 @@ def test_cli_on_the_builtin_cldr_split(smollm2_gguf, tmp_path):
         capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| chrf++ |" in result.stdout
-    assert json.loads((tmp_path / "index.jsonl").read_text().splitlines()[0])["run"] == "test"
+    assert json.loads((tmp_path / "index.jsonl").read_text().splitlines()[0])["tags"]["run"] == "test"
     bad = subprocess.run([sys.executable, "-m", "pivot_jax.evaluate", "--config", f"{REPO}/configs/eval/cldr.py",
                           "--model", f"gguf:{smollm2_gguf}", "--config.max_new_tokenz=8"],
                          capture_output=True, text=True, cwd=REPO)

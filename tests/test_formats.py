@@ -146,12 +146,6 @@ def test_xinstruction_literal():
     styled = F.xinstruction("Name a fruit.", "Ndizi.", "sw", style=True)
     assert styled.inputs == (ALPACA_HEAD_NO_INPUT + "### Instruction:\nName a fruit. Answer in Swahili and the style "
                              "of an AI assistant. \n\n### Response:")
-    reverse = F.reverse_instruction("Ndizi ni tunda.", "Name a fruit.")
-    assert reverse.inputs == ("Below is a text that describes a candidate output. Write an English instruction that "
-                              "can take the given text as an appropriate answer.\n\n### Text:\nNdizi ni tunda.\n\n"
-                              "### English Instruction:")
-    assert reverse.targets == "Name a fruit."
-    assert F.reverse_instruction("t").targets == ""
 
 
 def test_language_names(fresh_tables):
@@ -194,7 +188,6 @@ def test_formats_md_alpaca_and_xinstruction():
     styled = spec_span(text, "Style-tagged variant:")
     assert styled.startswith("... ")
     assert F.ALPACA_PROMPT_NO_INPUT.replace("{instruction}", F.XINSTRUCTION_STYLE_INSTRUCTION).endswith(styled[4:])
-    assert spec_span(text, "Reverse instruction generation") == F.REVERSE_INSTRUCTION_PROMPT
 
 
 def test_formats_md_plug():
@@ -248,7 +241,8 @@ def test_render_flores_and_tatoeba():
     assert len(examples) == 1012
     assert all("Translate the following sentences from English to Spanish.\n\n### Input:\n" in e.inputs
                for e in examples)
-    tatoeba = S.read_parallel(*S.tatoeba_paths(data_path("tatoeba_parallel"), "en", "es"))
+    tatoeba_dir = data_path("tatoeba_parallel")
+    tatoeba = S.read_parallel(tatoeba_dir / "tatoeba.en-es.en", tatoeba_dir / "tatoeba.en-es.es")
     train = [F.translation(src, tgt, "en", "es", i) for i, src, tgt in tatoeba]
     used = Counter(next(k for k, t in enumerate(F.TRANSLATION_TEMPLATES)
                         if t.format(source_lang="English", target_lang="Spanish") in e.inputs) for e in train)

@@ -171,29 +171,6 @@ def test_coit_from_prepared_tfds_equals_coit_from_files(vocab, tmp_path):
         assert examples == texts(name), name
 
 
-def test_eval_sets_as_seqio_tasks(vocab):
-    from pivot_jax.config import eval_config
-
-    if not SHARED.exists():
-        pytest.skip(f"{SHARED} is absent")
-    flores = eval_config()
-    flores.update(dict(set="translation", source_lang="en", target_lang="es", limit=10,
-                       flores_dir=str(SHARED / "flores200_devtest")))
-    mixtures.eval_task("pivot_eval_flores_en_es", flores, vocab, 512)
-    (first, *_) = _examples("pivot_eval_flores_en_es", "test")
-    assert "Translate the following sentences from English to Spanish." in first["inputs"]
-    assert first["targets"] and first["id"] == "en-es:0"
-    xquad = eval_config()
-    xquad.update(dict(set="qa", target_lang="zh", file=str(SHARED / "xquad/xquad.zh.json"), limit=5))
-    mixtures.eval_task("pivot_eval_xquad_zh", xquad, vocab, 512)
-    assert _examples("pivot_eval_xquad_zh", "test")[0]["inputs"].endswith("答案: \n\n### Response:")
-    alpaca_eval = eval_config()
-    alpaca_eval.update(dict(set="alpaca_eval", target_lang="en", file=str(SHARED / "alpaca_eval/alpaca_eval.json"),
-                            limit=3, prompt_format="plug"))
-    mixtures.eval_task("pivot_eval_x_alpacaeval_en", alpaca_eval, vocab, 512)
-    assert _examples("pivot_eval_x_alpacaeval_en", "test")[0]["inputs"].startswith("<|system|>\n")
-
-
 @pytest.mark.parametrize("key, value, shown", [
     ("parallel_target", "DIR/x.{lng}", "'lng'"),
     ("alpaca_target", "DIR/alpaca_{0}.json", "'0'"),

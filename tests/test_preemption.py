@@ -85,6 +85,7 @@ def test_signal_at_a_log_step_saves_that_step_and_the_same_command_resumes(tmp_p
     done = subprocess.run(_cmd(tmp_path, *flags), env=_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert f"resumed from step {step}" in done.stderr
+    assert f"it was preempted ({sig.name}) at step {step}" in done.stderr  # from the status.json it left
     assert read_status(tmp_path)["state"] == "finished" and saved_steps(tmp_path)[-1] == 400
 
 

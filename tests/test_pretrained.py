@@ -60,7 +60,7 @@ def test_orbax_round_trip_and_hf_export(smollm2, tmp_path, hf_smollm2):
     np.testing.assert_array_equal(again.logits(tokens), smollm2.logits(tokens))
     assert again.tokenizer.encode("¿Dónde está la biblioteca?") == smollm2.tokenizer.encode("¿Dónde está la biblioteca?")
 
-    assert convert_main(["orbax-to-hf", str(tmp_path / "orbax"), str(tmp_path / "hf")]) == 0
+    convert_main(["orbax-to-hf", str(tmp_path / "orbax"), str(tmp_path / "hf")])
     transformers = pytest.importorskip("transformers")
     exported = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32)
     with torch.no_grad():
@@ -71,7 +71,7 @@ def test_orbax_round_trip_and_hf_export(smollm2, tmp_path, hf_smollm2):
 
 
 def test_gguf_to_orbax_cli(smollm2_gguf, tmp_path):
-    assert convert_main(["gguf-to-orbax", str(smollm2_gguf), str(tmp_path / "m"), "--dtype", "bfloat16"]) == 0
+    convert_main(["gguf-to-orbax", str(smollm2_gguf), str(tmp_path / "m"), "--dtype", "bfloat16"])
     m = pivot_jax.load_pretrained(f"orbax:{tmp_path / 'm'}")
     assert m.params["embed"].dtype.name == "bfloat16"
 
@@ -133,3 +133,108 @@ def test_run_config_wrong_types_and_non_json_are_named(tmp_path):
         read_config(_run_dir(tmp_path, "model:\n  preset: tiny\n"))
     with pytest.raises(PivotError, match=r"config\.json: expected a JSON object \(a training config\), got list"):
         read_config(_run_dir(tmp_path, "[]"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The spec parser
+
+
+@pytest.mark.parametrize("text, scheme, path, step", [
+    ("hf:/models/llama", "hf", "/models/llama", None),
+    ("gguf:/models/smol.gguf", "gguf", "/models/smol.gguf", None),
+    ("orbax:relative/dir", "orbax", "relative/dir", None),
+    ("run:/runs/coit", "run", "/runs/coit", None),
+    ("run:/runs/coit@1200", "run", "/runs/coit", 1200),
+    ("run:/runs/a@b", "run", "/runs/a@b", None),  # an "@" not followed by digits belongs to the name
+    ("run:/runs/x@2@30", "run", "/runs/x@2", 30),
+    ("hf:a:b", "hf", "a:b", None),  # only the first ":" separates the scheme
+])
+def test_parse_spec_schemes(text, scheme, path, step):
+    from pathlib import Path
+
+    from pivot_jax.pretrained import ModelSpec, parse_spec
+
+    parsed = parse_spec(text)
+    assert parsed == ModelSpec(scheme, Path(path), step)
+    assert isinstance(parsed.path, Path) and parsed.languages == () and parsed.has_weights
+    assert str(parsed) == text
+
+
+def test_parse_spec_expands_home_and_keeps_urls(monkeypatch, tmp_path):
+    from pivot_jax.pretrained import parse_spec
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert parse_spec("hf:~/m").path == tmp_path / "m"
+    url = parse_spec("orbax:gs://bucket/models/m@5")
+    assert str(url.path) == "gs://bucket/models/m@5" and url.step is None  # @STEP is run:'s alone
+    assert str(url.path / "config.json") == "gs://bucket/models/m@5/config.json"  # not pathlib's gs:/bucket
+    run = parse_spec("run:gs://bucket/runs/coit@40")
+    assert str(run.path) == "gs://bucket/runs/coit" and run.step == 40
+
+
+def test_parse_spec_cldr_is_a_tokenizer_only(tmp_path):
+    from pivot_jax.errors import ConfigError
+    from pivot_jax.pretrained import ModelSpec, load_params_onto, load_pretrained, parse_spec, read_config
+
+    assert parse_spec("cldr:es,zh") == ModelSpec("cldr", languages=("es", "zh"))
+    assert parse_spec("cldr: es + zh ,").languages == ("es", "zh")
+    cldr = parse_spec("cldr:sw")
+    assert cldr.path is None and not cldr.has_weights and str(cldr) == "cldr:sw"
+    for load in (read_config, load_pretrained, lambda spec: load_params_onto(spec, None)):
+        with pytest.raises(ConfigError, match=r"'cldr:es' names a tokenizer only, not weights") as info:
+            load("cldr:es")
+        assert "data.tokenizer" in info.value.hint
+
+
+@pytest.mark.parametrize("text", ["weights.bin", "hf", "hf:", "hf:  ", "safetensors:/m", "gs://bucket/m", "cldr:",
+                                  "cldr: , +", ":/m", "HF:/m"])
+def test_bad_spec_names_itself_and_every_form(text):
+    from pivot_jax.errors import ConfigError
+    from pivot_jax.pretrained import parse_spec
+
+    with pytest.raises(ConfigError) as info:
+        parse_spec(text)
+    message = str(info.value)
+    assert message.startswith(f"model spec {text!r} must look like ")
+    for form in ("hf:DIR", "gguf:FILE", "orbax:DIR", "run:WORKDIR[@STEP]", "cldr:LANG[,LANG...]"):
+        assert form in message
+    assert isinstance(info.value, ValueError)
+
+
+def test_missing_paths_are_named_where_loaded(tmp_path):
+    from pivot_jax.pretrained import load_tokenizer, parse_spec, read_config
+
+    spec = f"gguf:{tmp_path / 'absent.gguf'}"
+    assert parse_spec(spec).path == tmp_path / "absent.gguf"  # parsing reads nothing
+    for load in (read_config, load_tokenizer):
+        with pytest.raises(FileNotFoundError, match=rf"model spec '{re.escape(spec)}': .*absent\.gguf does not exist"):
+            load(spec)
+
+
+def test_tokenizer_spec_prefers_data_tokenizer():
+    from pivot_jax.config import base_config
+    from pivot_jax.errors import ConfigError
+    from pivot_jax.pretrained import tokenizer_spec
+
+    config = base_config()
+    config.model.init_from = "gguf:/m.gguf"
+    assert tokenizer_spec(config.data, config.model, "data.source='seqio'") == "gguf:/m.gguf"
+    config.data.tokenizer = "cldr:es"
+    assert tokenizer_spec(config.data, config.model, "data.source='seqio'") == "cldr:es"
+    config.data.tokenizer = config.model.init_from = ""
+    with pytest.raises(ConfigError, match=re.escape("data.source='seqio' needs a tokenizer: set data.tokenizer "
+                                                    "(or model.init_from)")) as info:
+        tokenizer_spec(config.data, config.model, "data.source='seqio'")
+    assert "cldr:" in info.value.hint
+
+
+def test_run_without_tokenizer_loads_as_weights_without_one(tmp_path):
+    from pivot_jax.config import base_config
+    from pivot_jax.pretrained import load_tokenizer
+
+    saved = base_config().to_dict()
+    spec = _run_dir(tmp_path, json.dumps(saved))
+    with pytest.raises(FileNotFoundError, match="the run names no tokenizer"):  # load_pretrained: tokenizer None
+        load_tokenizer(spec)
+    saved["data"]["tokenizer"] = "cldr:es"
+    assert load_tokenizer(_run_dir(tmp_path, json.dumps(saved))).vocab_size > 100

@@ -4,18 +4,18 @@ import json
 
 import pytest
 
-from pivot_jax import report
 from pivot_jax.errors import PivotError
+from pivot_jax.eval import report
+from pivot_jax.report import main as report_command
+from pivot_jax.results import Result, append_results
 
 
 def make_run(path, evals, losses=()):
     """A workdir as the trainer leaves it: one index line per (step, metric), one metrics line per log."""
     path.mkdir(parents=True)
-    with open(path / "results_index.jsonl", "w") as f:
-        for step, values in evals.items():
-            for metric, value in values.items():
-                f.write(json.dumps({"model": f"{path}@step{step}", "metric": metric, "value": value, "samples": 10,
-                                    "protocol": f"qa/es/{path.name}/greedy", "step": str(step)}) + "\n")
+    append_results(path / "results_index.jsonl", [
+        Result(f"{path}@step{step}", metric, value, f"qa/es/{path.name}/greedy", 10, step=step)
+        for step, values in evals.items() for metric, value in values.items()])
     with open(path / "metrics.jsonl", "w") as f:
         for row in losses:
             f.write(json.dumps(row) + "\n")
@@ -39,14 +39,15 @@ def test_one_run_before_and_after(tmp_path):
     assert rows["language_fidelity"] == ["0.91", "0.99", "+0.08"]
     assert "train loss 2.0000 (step 5) -> 1.2000 (step 80)" in md.read_text()
     assert "held-out loss 2.5000 (step 0) -> 1.4000 (step 80)" in md.read_text()
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
 
 
 def test_runs_side_by_side_with_metrics_one_lacks(tmp_path, capsys):
     plug = make_run(tmp_path / "plug", {0: {"f1": 0.0, "plug_marker_not_found": 100.0},
                                         50: {"f1": 30.0, "plug_marker_not_found": 2.0}})
     mono = make_run(tmp_path / "mono", {0: {"f1": 5.0}, 50: {"f1": 25.0}})
-    report.main([str(plug), str(mono), "--output", str(tmp_path / "cmp"), "--names", "PLUG,mono"])
+    report_command([str(plug), str(mono), "--output", str(tmp_path / "cmp"), "--names", "PLUG,mono"])
     rows = table_rows((tmp_path / "cmp" / "report.md").read_text())
     assert rows["metric"] == ["PLUG @ step 0", "PLUG @ step 50", "mono @ step 0", "mono @ step 50", "mono − PLUG"]
     assert rows["f1"] == ["0", "30", "5", "25", "-5"]  # the runs' final numbers compared
@@ -59,7 +60,7 @@ def test_a_resumed_step_replaces_its_earlier_evaluation(tmp_path):
     run = make_run(tmp_path / "r", {0: {"bleu": 1.0}, 10: {"bleu": 2.0}})
     with open(run / "results_index.jsonl", "a") as f:
         f.write(json.dumps({"metric": "bleu", "value": 3.0, "samples": 10, "protocol": "p", "step": "10"}) + "\n")
-    assert report.read_run(run).evals[10]["bleu"][0] == 3.0
+    assert report.read_run(run).evals[10]["bleu"].value == 3.0
 
 
 def test_errors_name_the_problem(tmp_path):
@@ -78,7 +79,7 @@ def test_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="without 'step'"):
         report.read_run(standalone)
     with pytest.raises(SystemExit):
-        report.main([str(broken), str(empty)])  # several runs need --output
+        report_command([str(broken), str(empty)])  # several runs need --output
 
 
 def test_index_lines_keep_unicode_line_separators_and_a_torn_tail_is_ignored(tmp_path):
@@ -87,7 +88,9 @@ def test_index_lines_keep_unicode_line_separators_and_a_torn_tail_is_ignored(tmp
            "step": "0"}
     with open(run / "results_index.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(row, ensure_ascii=False) + "\n" + '{"metric": "bl')  # an evaluation cut short
-    assert report.read_run(run).evals[0] == {"bleu": (1.0, "qa/es/u/greedy", 10), "chrf++": (2.0, "p", 10)}
+    evals = report.read_run(run).evals[0]
+    assert {m: (r.value, r.protocol, r.samples) for m, r in evals.items()} == {"bleu": (1.0, "qa/es/u/greedy", 10),
+                                                                             "chrf++": (2.0, "p", 10)}
 
 
 @pytest.mark.parametrize("row, message", [
@@ -99,7 +102,7 @@ def test_index_lines_keep_unicode_line_separators_and_a_torn_tail_is_ignored(tmp
     ({"metric": "bleu", "value": 1.0, "samples": 1.5, "protocol": "p", "step": "0"},
      r"line 2: field 'samples' should be an integer, got float"),
     ({"metric": "bleu", "value": 1.0, "samples": 10, "protocol": "p", "step": "last"},
-     r"line 2: field 'step' should be an integer \(or its digits as a string\), got 'last'"),
+     r"line 2: field 'step' should be a non-negative integer \(or its digits as a string\), got 'last'"),
     (["bleu", 1.0], r"line 2: expected a JSON object, got list"),
 ])
 def test_index_lines_of_the_wrong_shape_are_named(tmp_path, row, message):

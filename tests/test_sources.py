@@ -75,13 +75,9 @@ def test_flores_devtest():
 
 def test_tatoeba_pair_files():
     directory = data_path("tatoeba_parallel")
-    en, es = S.tatoeba_paths(directory, "en", "es")
-    assert (en.name, es.name) == ("tatoeba.en-es.en", "tatoeba.en-es.es")
-    assert S.tatoeba_paths(directory, "es", "en") == (es, en)
+    en, es = directory / "tatoeba.en-es.en", directory / "tatoeba.en-es.es"
     forward, backward = S.read_parallel(en, es), S.read_parallel(es, en)
     assert len(forward) == 5000 and [(i, b, a) for i, a, b in forward] == backward
-    with pytest.raises(FileNotFoundError, match="en-fi"):
-        S.tatoeba_paths(directory, "en", "fi")
 
 
 def test_alpaca_eval_files():
@@ -135,14 +131,6 @@ def test_translation_rotation_counts_skipped_lines(tmp_path):
     assert F.translation("s", "t", "en", "zh", 66).inputs == F.translation("s", "t", "en", "zh", None).inputs
     assert "Change the given sentences from English to Chinese format." in F.translation(*pairs[5][1:], "en", "zh",
                                                                                           pairs[5][0]).inputs
-
-
-def test_parallel_tsv_and_jsonl(tmp_path):
-    tsv = write(tmp_path / "pairs.tsv", "a\tA\textra\n\nb\t\n c \t C \n")
-    assert S.read_parallel_tsv(tsv) == [(0, "a", "A"), (3, "c", "C")]
-    assert S.read_parallel_tsv(tsv, source_column=1, target_column=0) == [(0, "A", "a"), (3, "C", "c")]
-    jsonl = write(tmp_path / "pairs.jsonl", '{"en": "a", "zh": "甲"}\n\n{"en": "", "zh": "乙"}\n{"en": "c", "zh": "丙"}\n')
-    assert S.read_parallel_jsonl(jsonl, "en", "zh") == [(0, "a", "甲"), (3, "c", "丙")]
 
 
 def test_join_reports_one_sided_ids():
@@ -213,14 +201,6 @@ def test_parallel_errors(tmp_path):
     empty_src, empty_tgt = write(tmp_path / "e.en", ""), write(tmp_path / "e.es", "")
     with pytest.raises(S.DataError, match=r"e\.en and .*e\.es: no non-empty sentence pairs"):
         S.read_parallel(empty_src, empty_tgt)
-    with pytest.raises(S.DataError, match=r"t\.tsv: line 2: 1 tab-separated columns, column 1 \(0-based\) is missing"):
-        S.read_parallel_tsv(write(tmp_path / "t.tsv", "a\tA\nb\n"))
-    with pytest.raises(S.DataError, match=r"p\.jsonl: line 2: missing required field 'zh'"):
-        S.read_parallel_jsonl(write(tmp_path / "p.jsonl", '{"en": "a", "zh": "A"}\n{"en": "b"}\n'), "en", "zh")
-    with pytest.raises(S.DataError, match=r"p\.jsonl: line 1: field 'zh' should be a string, got int"):
-        S.read_parallel_jsonl(write(tmp_path / "p.jsonl", '{"en": "a", "zh": 1}\n'), "en", "zh")
-    with pytest.raises(S.DataError, match=r"p\.jsonl: line 1: invalid JSON"):
-        S.read_parallel_jsonl(write(tmp_path / "p.jsonl", '{"en": "a"\n'), "en", "zh")
 
 
 def test_squad_errors(tmp_path):

@@ -10,6 +10,7 @@ import tensorflow_datasets as tfds
 
 from pivot_jax.data import BATCH_KEYS, formats, sources, tasks
 from pivot_jax.data import tfds_builders as tb
+from pivot_jax.data.tfds_builders.__main__ import main as tfds_command
 from pivot_jax.errors import PivotError
 from pivot_jax.tokenizer import Tokenizer, seqio_vocabulary
 
@@ -236,7 +237,7 @@ def test_command_line_prints_a_usable_tfds_name(tmp_path, capsys):
     assert [(r["line_index"], r["target"]) for r in rows] == [(0, "uno"), (2, "tres")]  # "dos" has no source
 
     (tmp_path / "r.jsonl").write_text('{"q": "Hi?", "a": "Hello."}\n')
-    name = tb.main(["instructions", "--file", str(tmp_path / "r.jsonl"), "--fields", "instruction:q,output:a",
+    name = tfds_command(["instructions", "--file", str(tmp_path / "r.jsonl"), "--fields", "instruction:q,output:a",
                     "--name", "cli_chat", "--data_dir", str(tmp_path / "tfds")])
     assert capsys.readouterr().out == "pivot_instructions/cli_chat:1.0.0\n" and name.startswith("pivot_instructions/")
     assert _rows(name, tmp_path / "tfds") == [{"id": "1", "instruction": "Hi?", "input": "", "output": "Hello."}]
@@ -256,11 +257,11 @@ def test_dataset_names_cannot_leave_data_dir(tmp_path, name, capsys, monkeypatch
                 ["instructions", "--file", str(tmp_path / "in/r.jsonl")])
     for command in commands:
         with pytest.raises(PivotError) as info:  # --verbose: the error itself
-            tb.main([*command, "--name", name, "--data_dir", str(data_dir), "--verbose"])
+            tfds_command([*command, "--name", name, "--data_dir", str(data_dir), "--verbose"])
         assert isinstance(info.value, ValueError)
         assert f"--name {name!r}" in str(info.value)
         with pytest.raises(SystemExit):  # the command line: one line naming the flag
-            tb.main([*command, "--name", name, "--data_dir", str(data_dir)])
+            tfds_command([*command, "--name", name, "--data_dir", str(data_dir)])
         assert f"error: --name {name!r}" in capsys.readouterr().err
     with pytest.raises(PivotError, match=f"ParallelConfig name {re.escape(repr(name))}"):
         tb.ParallelConfig(name=name, files={"train": (tmp_path / "in/a.en", tmp_path / "in/a.es")})

@@ -10,12 +10,16 @@ many examples `train.seq_len` drops or truncates (`data.overflow`), and how full
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
 
-COMMANDS = ("show", "stats")
+from pivot_jax.cli import Command, Subcommand
+from pivot_jax.data.tasks import SeqioStream
+from pivot_jax.pretrained import load_tokenizer, model_config, tokenizer_spec
+from pivot_jax.trainer.data import register_data
 
 
 def _tasks(name: str) -> list:
@@ -57,53 +61,38 @@ def stats(name: str, tokenizer, split: str, seq_len: int, overflow: str, stream)
           f"(first {len(batches)} batches of {name})")
 
 
-def main(argv: list[str]) -> None:
-    from absl import flags
-
-    from pivot_jax.cli import exit_on_user_error, setup_logging
-
-    setup_logging()  # seqio logs every feature at INFO
-    f = flags.FLAGS
-    if len(argv) < 2 or argv[1] not in COMMANDS:
-        raise SystemExit(f"usage: {__doc__}")
-    exit_on_user_error(lambda: _run(argv[1], argv[2] if len(argv) > 2 else None, f), f.verbose)
+def _show(f: Any, task: str | None = None) -> None:
+    name, tokenizer, _, _ = _load(f, task)
+    show(name, tokenizer, f.split, f.num)
 
 
-def _run(command: str, task: str | None, f: Any) -> None:
-    from pivot_jax.pretrained import model_config
-    from pivot_jax.trainer.data import register_data
+def _stats(f: Any, task: str | None = None) -> None:
+    name, tokenizer, config, bos_id = _load(f, task)
+    stream = SeqioStream(name, f.split, config.train.seq_len, config.train.global_batch_size, config.seed, bos_id,
+                         shuffle=False)
+    stats(name, tokenizer, f.split, config.train.seq_len, config.data.overflow, stream)
 
+
+def _load(f: Any, task: str | None) -> tuple[str, Any, Any, int]:
+    """The task (default: the config's mixture) registered, the tokenizer, the config and the BOS id."""
     config = f.config
     if config.data.source != "seqio":
-        raise SystemExit(f"{f['config'].value}: data.source is {config.data.source!r}; show/stats read seqio data")
+        raise app.UsageError(f"--config: data.source is {config.data.source!r}; show/stats read seqio data")
     data_name, bos_id = register_data(config, model_config(config.model))
-    name = task or data_name
-    from pivot_jax.pretrained import load_tokenizer
-
-    tokenizer = load_tokenizer(config.data.tokenizer or config.model.init_from)
-    if command == "show":
-        show(name, tokenizer, f.split, f.num)
-    else:
-        from pivot_jax.data.tasks import SeqioStream
-
-        stream = SeqioStream(name, f.split, config.train.seq_len, config.train.global_batch_size, config.seed,
-                             bos_id, shuffle=False)
-        stats(name, tokenizer, f.split, config.train.seq_len, config.data.overflow, stream)
+    return task or data_name, load_tokenizer(tokenizer_spec(config.data, config.model, "data show/stats")), config, bos_id
 
 
-def cli() -> None:
-    from absl import app, flags
-    from ml_collections import config_flags
-
-    from pivot_jax.cli import define_verbose_flag
-
+def _define_flags() -> None:
     config_flags.DEFINE_config_file("config", None, "config file (configs/FILE.py[:ARGS])", lock_config=True)
     flags.DEFINE_integer("num", 3, "show: examples per task")
     flags.DEFINE_string("split", "train", "train or validation")
-    define_verbose_flag()
     flags.mark_flags_as_required(["config"])
-    app.run(main)
 
+
+COMMAND = Command("pivot_jax.data", __doc__, _define_flags, [
+    Subcommand("show", _show, "rendered examples, with the tokens that carry loss"),
+    Subcommand("stats", _stats, "example counts, length percentiles, what seq_len drops, packing fill"),
+], loggers=())  # seqio logs every feature at INFO
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    COMMAND.cli()

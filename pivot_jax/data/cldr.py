@@ -25,8 +25,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import babel
 from babel import Locale, UnknownLocaleError
 from babel.units import get_unit_name
+
+from pivot_jax.data import formats
+from pivot_jax.tokenizer import Tokenizer
 
 ALL_KINDS = ("territory", "language", "script", "currency", "unit", "calendar")
 SPLITS = ("train", "validation", "test")
@@ -137,11 +141,6 @@ def cldr_tokenizer(target_langs: Sequence[str], pivot: str = "en", vocab_size: i
     It lets a random model train on the built-in data with no downloaded vocabulary (quickstart, tests).
     Training is deterministic; the result is cached under `directory` (default ~/.cache/pivot_jax/tokenizers).
     """
-    import babel
-
-    from pivot_jax.data import formats
-    from pivot_jax.tokenizer import Tokenizer
-
     langs = sorted(set(target_langs))
     name = f"cldr-{pivot}-{'-'.join(langs)}-{vocab_size}-babel{babel.__version__}"
     directory = Path(directory or Path.home() / ".cache" / "pivot_jax" / "tokenizers") / name

@@ -258,10 +258,6 @@ def extract_plug_answer(text: str, language: str) -> str | None:
 
 XINSTRUCTION_INSTRUCTION = "{instruction} Answer in {output_lang}. "
 XINSTRUCTION_STYLE_INSTRUCTION = "{instruction} Answer in {output_lang} and the style of an AI assistant. "
-REVERSE_INSTRUCTION_PROMPT = (
-    "Below is a text that describes a candidate output. Write an English instruction that can take the given text "
-    "as an appropriate answer.\n\n### Text:\n{text}\n\n### English Instruction:"
-)
 
 
 def xinstruction(english_instruction: str, response: str, language: str, style: bool = False,
@@ -270,11 +266,3 @@ def xinstruction(english_instruction: str, response: str, language: str, style: 
     template = XINSTRUCTION_STYLE_INSTRUCTION if style else XINSTRUCTION_INSTRUCTION
     instruction = template.format(instruction=english_instruction, output_lang=language_name(language))
     return alpaca(instruction, "", response, id)
-
-
-def reverse_instruction(text: str, english_instruction: str = "", id: str = "") -> Example:
-    """X-Instruction reverse-instruction example: web text in X as the answer, the English instruction as target.
-
-    Leave `english_instruction` empty to build a generation prompt.
-    """
-    return Example(REVERSE_INSTRUCTION_PROMPT.format(text=text), english_instruction, id)

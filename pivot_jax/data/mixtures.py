@@ -21,7 +21,7 @@ from typing import Any
 from ml_collections import ConfigDict
 
 from pivot_jax.data import cldr, formats, sources
-from pivot_jax.data.tasks import add_mixture, add_task, first_n_of_fixed_shuffle
+from pivot_jax.data.tasks import add_mixture, add_task, first_n_of_fixed_shuffle, import_tf
 from pivot_jax.errors import ConfigError
 
 METHODS = ("coit", "muit", "plug", "plug_monolingual", "xinstruct")
@@ -90,9 +90,7 @@ def hold_out(items: Sequence[Any], key: Callable[[Any], str], fraction: float) -
 
 def _tfds_rows(name: str, data_dir: str) -> list[dict[str, Any]]:
     """The train split of a prepared TFDS dataset (e.g. from `pivot_jax.data.tfds_builders`) as Python rows."""
-    import tensorflow_datasets as tfds
-
-    from pivot_jax.data.tasks import import_tf
+    import tensorflow_datasets as tfds  # its builders load TensorFlow (~2 s); only data.tfds_dir needs them
 
     import_tf()
     builder = tfds.core.read_only_builder.builder_from_files(name, data_dir=data_dir)
@@ -230,18 +228,3 @@ def _rates(task_names: list[str], mixing: str) -> list[str | tuple[str, float]]:
             raise ValueError(f"data.mixing {mixing!r} gives no weight for task {name}")
         rated.append((name, matches[0]))
     return rated
-
-
-def eval_task(name: str, eval_cfg: ConfigDict, vocabulary: Any, max_length: int, tokenizer: Any = None) -> str:
-    """Register an evaluation set (`pivot_jax.evaluate` configs: FLORES, XQuAD/MLQA, X-AlpacaEval, MGSM, CLDR)
-    as a seqio task whose `test` split holds the prompts in the config's format and the first reference as the
-    target (empty for judge-only sets): teacher-forced losses and seqio evaluators see exactly what
-    `python -m pivot_jax.evaluate` generates from."""
-    from pivot_jax.eval.items import build_items, render_prompt
-
-    items = build_items(eval_cfg)
-    examples = [formats.Example(render_prompt(item, eval_cfg.prompt_format, tokenizer, eval_cfg.pivot),
-                                item.references[0] if item.references else "", item.id) for item in items]
-    add_task(name, lambda split: examples, vocabulary, splits=("test",), max_length=max_length,
-             overflow="truncate")
-    return name

@@ -192,38 +192,6 @@ def read_parallel(source_path: PathLike, target_path: PathLike) -> list[tuple[in
     return _require_pairs(pairs, source_path, target_path)
 
 
-def read_parallel_tsv(path: PathLike, source_column: int = 0, target_column: int = 1) -> list[tuple[int, str, str]]:
-    """Pairs from two tab-separated columns (0-based) of one file; blank lines and empty cells are skipped."""
-    needed = max(source_column, target_column) + 1
-    pairs = []
-    for index, line in enumerate(text_lines(path)):
-        if not line.strip():
-            continue
-        cells = line.split("\t")
-        if len(cells) < needed:
-            raise DataError(f"{path}: line {index + 1}: {len(cells)} tab-separated columns, column "
-                            f"{needed - 1} (0-based) is missing")
-        source, target = cells[source_column].strip(), cells[target_column].strip()
-        if source and target:
-            pairs.append((index, source, target))
-    return _require_pairs(pairs, path)
-
-
-def read_parallel_jsonl(path: PathLike, source_field: str, target_field: str) -> list[tuple[int, str, str]]:
-    """Pairs from two string fields of a JSON-lines file; blank lines and empty strings are skipped."""
-    pairs = []
-    for number, record in parse_lines(read_text(path), path):
-        index, where = number - 1, f"{path}: line {number}"
-        record = _canonical(record, None, (source_field, target_field), where)
-        for field in (source_field, target_field):
-            if not isinstance(record[field], str):
-                raise DataError(f"{where}: field {field!r} should be a string, got {type_name(record[field])}")
-        source, target = record[source_field].strip(), record[target_field].strip()
-        if source and target:
-            pairs.append((index, source, target))
-    return _require_pairs(pairs, path)
-
-
 def flores_path(directory: PathLike, code: str, split: str = "devtest") -> Path:
     """The FLORES-200 file `{flores_code}.{split}` of a language given by ISO (`es`) or FLORES (`spa_Latn`) code."""
     path = Path(directory) / f"{FLORES_CODES.get(code, code)}.{split}"
@@ -231,17 +199,6 @@ def flores_path(directory: PathLike, code: str, split: str = "devtest") -> Path:
         available = sorted(p.name for p in Path(directory).glob(f"*.{split}"))
         raise FileNotFoundError(f"no FLORES file for {code!r}: {path} does not exist (found: {available})")
     return path
-
-
-def tatoeba_paths(directory: PathLike, source_lang: str, target_lang: str) -> tuple[Path, Path]:
-    """(source file, target file) of a Tatoeba pair stored as `tatoeba.{a}-{b}.{a}` / `.{b}`, in either order."""
-    directory = Path(directory)
-    for pair in (f"{source_lang}-{target_lang}", f"{target_lang}-{source_lang}"):
-        source, target = directory / f"tatoeba.{pair}.{source_lang}", directory / f"tatoeba.{pair}.{target_lang}"
-        if source.is_file() and target.is_file():
-            return source, target
-    raise FileNotFoundError(f"no Tatoeba files for {source_lang}-{target_lang} in {directory} (expected "
-                            f"tatoeba.{source_lang}-{target_lang}.{{{source_lang},{target_lang}}} or the reverse pair)")
 
 
 # ---------------------------------------------------------------------------------------------------------------

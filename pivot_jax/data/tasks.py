@@ -20,6 +20,7 @@ OVERFLOW = ("drop", "truncate")
 
 
 def import_tf():
+    """TensorFlow, kept off the GPUs (JAX owns them); imported here only: it takes ~2 s."""
     import tensorflow as tf
 
     tf.config.set_visible_devices([], "GPU")
@@ -27,7 +28,7 @@ def import_tf():
 
 
 def output_features(vocabulary: Any) -> dict[str, Any]:
-    import seqio
+    import seqio  # seqio pulls in TensorFlow (~3 s): imported only once seqio data is used
 
     return {"inputs": seqio.Feature(vocabulary, add_eos=False, required=False),
             "targets": seqio.Feature(vocabulary, add_eos=True)}
@@ -60,7 +61,7 @@ def _fit_length_preprocessor(max_length: int, overflow: str) -> Callable:
 
 def example_preprocessors(max_length: int, overflow: str) -> list[Callable]:
     """What every task does after producing `inputs`/`targets` strings: tokenize, EOS, fit `max_length`."""
-    import seqio
+    import seqio  # seqio pulls in TensorFlow (~3 s): imported only once seqio data is used
 
     if overflow not in OVERFLOW:
         raise ValueError(f"data.overflow must be one of {OVERFLOW}, got {overflow!r}")
@@ -72,7 +73,7 @@ def add_task(name: str, examples: Callable[[str], Sequence[Example]], vocabulary
              splits: Sequence[str] = ("train", "validation"), max_length: int = 512, overflow: str = "drop"
              ) -> Any:
     """Register (or re-register) a seqio Task whose split `s` yields `examples(s)` (computed once, lazily)."""
-    import seqio
+    import seqio  # seqio pulls in TensorFlow (~3 s): imported only once seqio data is used
 
     preprocessors = example_preprocessors(max_length, overflow)
     tf = import_tf()
@@ -114,7 +115,7 @@ class _Counts(Mapping):
 
 def add_mixture(name: str, tasks: Sequence[str | tuple[str, float]], default_rate: Any = None) -> Any:
     """Register (or re-register) a mixture; rates are explicit weights or, by default, example counts."""
-    import seqio
+    import seqio  # seqio pulls in TensorFlow (~3 s): imported only once seqio data is used
 
     if name in seqio.MixtureRegistry.names():
         seqio.MixtureRegistry.remove(name)
@@ -150,7 +151,7 @@ class SeqioStream:
         self._iterator = None
 
     def dataset(self) -> Any:
-        import seqio
+        import seqio  # seqio pulls in TensorFlow (~3 s): imported only once seqio data is used
 
         tf = import_tf()
         # The converter packs prompt + response into rows of inputs + targets lengths. The fit-length

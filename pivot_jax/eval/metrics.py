@@ -147,7 +147,7 @@ def comet_score(sources: Sequence[str], hypotheses: Sequence[str], references: S
             f"wmt22-comet-da, checkpoints/model.ckpt of the Unbabel/wmt22-comet-da model) to this machine and pass "
             f"its path")
     try:
-        import comet
+        import comet  # optional (unbabel-comet, with PyTorch): only COMET scoring needs it
     except ImportError:
         raise MissingResourceError("comet_score needs the unbabel-comet package, which is not installed: "
                                    "pip install unbabel-comet") from None

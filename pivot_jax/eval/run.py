@@ -1,7 +1,7 @@
 """Evaluation as functions: generate over an eval set (sharded, length-bucketed, resumable), score it with the
 set's protocol, judge it against another run, and write `results.json`, `results.md` and the results index.
 
-    results = evaluate(load_config_file("configs/eval/flores.py:tgt=es,dir=DIR"), "run:runs/x", Path("out"))
+    results = evaluate(load_config_file("configs/eval/flores.py:tgt=es,dir=DIR"), "run:runs/x", "out")
 
 The command over it is `python -m pivot_jax.evaluate`; the config schema is `pivot_jax.config.eval_config`.
 """
@@ -12,10 +12,10 @@ import dataclasses
 import datetime
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import jax
+from etils import epath
 from flax import nnx
 from ml_collections import ConfigDict
 
@@ -24,9 +24,13 @@ from pivot_jax import sharding
 from pivot_jax.data import formats
 from pivot_jax.decode import Sampling
 from pivot_jax.eval import items as items_lib
+from pivot_jax.eval import judge as judge_lib
 from pivot_jax.eval import metrics
+from pivot_jax.eval.chat_client import ChatClient
 from pivot_jax.eval.predict import predict, read_predictions
-from pivot_jax.jsonl import Appender
+from pivot_jax.paths import PathLike, as_path
+from pivot_jax.pretrained import load_params_onto, load_tokenizer, read_config
+from pivot_jax.results import Result, append_results
 
 log = logging.getLogger("pivot_jax.evaluate")
 
@@ -40,8 +44,6 @@ def protocol_name(cfg: ConfigDict) -> str:
 
 def load_model(spec: str, cfg: ConfigDict, mesh: jax.sharding.Mesh, rules: list) -> tuple[model_lib.Llama, Any]:
     """The model with parameters streamed straight onto the mesh, and its tokenizer."""
-    from pivot_jax.pretrained import load_params_onto, load_tokenizer, read_config
-
     model_cfg = read_config(spec).replace(dtype=cfg.dtype)
     abstract = nnx.eval_shape(lambda: model_lib.create(model_cfg))
     params = load_params_onto(spec, model_cfg, sharding.param_shardings(abstract, mesh, rules))
@@ -96,17 +98,16 @@ class JudgeOptions:
     """Judge this run's answers against another run's on the same eval config (`judge.py` protocols)."""
 
     kind: str  # "pairwise" (PLUG, X-AlpacaEval) or "score" (X-Instruction)
-    against: Path  # the other run's output directory (or its predictions.jsonl)
-    client: Any  # judge.ChatClient
+    against: PathLike  # the other run's output directory (or its predictions.jsonl)
+    client: ChatClient
     mi_eval_gate: bool = False  # x-LLaMA: an answer in the wrong language loses without asking the judge
 
 
 def judge_answers(cfg: ConfigDict, items: list[items_lib.Item], records: list[dict[str, Any]],
-                  options: JudgeOptions, output: Path) -> list[dict[str, Any]]:
+                  options: JudgeOptions, output: epath.Path) -> list[dict[str, Any]]:
     """Run the judge on (this run, the other run) per item; writes `judge.json`, returns metric records."""
-    from pivot_jax.eval import judge
-
-    path = options.against / "predictions.jsonl" if options.against.is_dir() else options.against
+    against = as_path(options.against)
+    path = against / "predictions.jsonl" if against.is_dir() else against
     theirs = read_predictions(path)
     missing = [item.id for item in items if item.id not in theirs]
     if missing:
@@ -118,7 +119,7 @@ def judge_answers(cfg: ConfigDict, items: list[items_lib.Item], records: list[di
         return formats.user_message(item.instruction, item.input)
 
     if options.kind == "pairwise":
-        result = judge.pairwise_judge(
+        result = judge_lib.pairwise_judge(
             options.client, [{"id": i.id, "language": i.language, "dataset": i.dataset or cfg.set,
                               "question": question(i), "answer_a": a, "answer_b": b} for i, a, b in pairs],
             gate=metrics.mi_eval_gate if options.mi_eval_gate else None)
@@ -126,7 +127,7 @@ def judge_answers(cfg: ConfigDict, items: list[items_lib.Item], records: list[di
         values = {f"judge_{o}_pct": overall[o] for o in ("win", "tie", "loss", "error")}
         name = "plug-pairwise" + ("+mi-eval-gate" if options.mi_eval_gate else "")
     elif options.kind == "score":
-        result = judge.score_judge(options.client, [{"id": i.id, "language": i.language, "question": question(i),
+        result = judge_lib.score_judge(options.client, [{"id": i.id, "language": i.language, "question": question(i),
                                                      "answer_1": a, "answer_2": b} for i, a, b in pairs])
         overall = result["summary"]["overall"]
         values = {"judge_score": overall["mean_1"], "judge_score_other": overall["mean_2"],
@@ -141,14 +142,16 @@ def judge_answers(cfg: ConfigDict, items: list[items_lib.Item], records: list[di
              "samples": len(items)} for key, value in values.items()]
 
 
-def evaluate(cfg: ConfigDict, model_spec: str, output: Path, index: Path | None = None,
+def evaluate(cfg: ConfigDict, model_spec: str, output: PathLike, index: PathLike | None = None,
              tags: dict[str, str] | None = None, judge: JudgeOptions | None = None,
-             loaded: tuple[model_lib.Llama, Any, jax.sharding.Mesh, list] | None = None) -> list[dict[str, Any]]:
+             loaded: tuple[model_lib.Llama, Any, jax.sharding.Mesh, list] | None = None,
+             step: int | None = None) -> list[dict[str, Any]]:
     """Generate (resuming what `output` holds), score, and write results; returns the metric records.
 
-    `loaded` = (model, tokenizer, mesh, rules) evaluates a model already in memory (the trainer's), with
-    `model_spec` only naming it in the results.
+    `loaded` = (model, tokenizer, mesh, rules) evaluates a model already in memory (the trainer's at `step`),
+    with `model_spec` only naming it in the results.
     """
+    output = as_path(output)
     if loaded is None:
         rules = [tuple(rule) for rule in cfg.mesh.axis_rules]
         mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
@@ -170,27 +173,28 @@ def evaluate(cfg: ConfigDict, model_spec: str, output: Path, index: Path | None 
     if judge is not None:
         results += judge_answers(cfg, items, records, judge, output)
     if jax.process_index() == 0:
-        write_results(output, cfg, model_spec, results, index, tags or {})
+        write_results(output, cfg, model_spec, results, index, tags or {}, step)
     return results
 
 
-def write_results(output: Path, cfg: ConfigDict, model_spec: str, results: list[dict[str, Any]],
-                  index: Path | None, tags: dict[str, str]) -> None:
+def write_results(output: epath.Path, cfg: ConfigDict, model_spec: str, results: list[dict[str, Any]],
+                  index: PathLike | None, tags: dict[str, str], step: int | None = None) -> None:
+    """`results.json` and `results.md` in `output`, and one results-index record per metric (`pivot_jax.results`)."""
     when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     summary = {"model": model_spec, "protocol": protocol_name(cfg), "set": cfg.set, "source_lang": cfg.source_lang,
                "target_lang": cfg.target_lang, "time": when, "tags": tags, "metrics": results,
                "config": json.loads(cfg.to_json_best_effort())}
+    if step is not None:
+        summary["step"] = step
     (output / "results.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     lines = [f"# {protocol_name(cfg)}", "", f"model: `{model_spec}`", "", "| metric | value | samples |",
              "|---|---|---|"]
     lines += [f"| {r['name']} | {r['value']:.4g} | {r['samples']} |" for r in results]
     (output / "results.md").write_text("\n".join(lines) + "\n")
     if index is not None:
-        with Appender(index) as f:
-            for r in results:
-                f.write({"model": model_spec, "set": cfg.set, "source_lang": cfg.source_lang,
-                         "target_lang": cfg.target_lang, "metric": r["name"], "value": r["value"],
-                         "samples": r["samples"], "protocol": r["protocol"], "output": str(output), "time": when,
-                         **tags})
+        append_results(index, [Result(
+            run=model_spec, metric=r["name"], value=r["value"], protocol=r["protocol"], samples=r["samples"],
+            step=step, tags=tags, time=when, set=cfg.set, source_lang=cfg.source_lang, target_lang=cfg.target_lang,
+            output=str(output)) for r in results])
     print("\n".join(lines[4:]))
     print(f"\nwrote {output / 'results.json'}, {output / 'results.md'}" + (f"; indexed in {index}" if index else ""))

@@ -4,6 +4,7 @@ vocabularies rebuilt (`gguf_vocab`), sandboxed chat templates (`chat_template`),
 
 from typing import Any
 
+from pivot_jax.tokenizer import seqio_vocab
 from pivot_jax.tokenizer.core import END_OF_TURN_TOKENS, Tokenizer
 from pivot_jax.tokenizer.seqio_vocab import seqio_vocabulary
 
@@ -13,8 +14,6 @@ __all__ = ["END_OF_TURN_TOKENS", "Tokenizer", "seqio_vocabulary"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "SeqioVocabulary":
-        from pivot_jax.tokenizer.seqio_vocab import SeqioVocabulary
-
-        return SeqioVocabulary
+    if name == "SeqioVocabulary":  # built on first use: it subclasses seqio.Vocabulary
+        return seqio_vocab.SeqioVocabulary
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,15 +6,14 @@ from __future__ import annotations
 import functools
 import json
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    import jinja2
+import jinja2
+import jinja2.ext
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 
 def _raise_template_exception(message: str) -> None:
-    import jinja2
-
     raise jinja2.exceptions.TemplateError(message)
 
 
@@ -28,9 +27,6 @@ def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None, s
 def compile_chat_template(source: str) -> jinja2.Template:
     """Chat templates are untrusted code from model repos: render them in Jinja's immutable sandbox, with the
     options and helpers HF gives them so that they render identically."""
-    import jinja2.ext
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_template_exception

@@ -23,15 +23,17 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+import sentencepiece
+import tokenizers
+from tokenizers import decoders, models, pre_tokenizers, trainers
+
+from pivot_jax.convert.gguf import tokenizer_metadata
+from pivot_jax.convert.layout import WeightsError
 from pivot_jax.jsonl import read_json
 from pivot_jax.tokenizer import gguf_vocab
 from pivot_jax.tokenizer.chat_template import compile_chat_template
-
-if TYPE_CHECKING:
-    import sentencepiece
-    import tokenizers
 
 logger = logging.getLogger(__name__)
 
@@ -110,10 +112,8 @@ class _SentencePieceBackend:
     """A `sentencepiece` model, plus matching of its control tokens written in the text."""
 
     def __init__(self, model_proto: bytes) -> None:
-        import sentencepiece as spm
-
         self.model_proto = model_proto
-        self.processor: sentencepiece.SentencePieceProcessor = spm.SentencePieceProcessor(model_proto=model_proto)
+        self.processor = sentencepiece.SentencePieceProcessor(model_proto=model_proto)
         sp = self.processor
         self._special_ids = frozenset(
             i for i in range(sp.get_piece_size()) if sp.is_control(i) or sp.is_unknown(i)
@@ -236,8 +236,6 @@ class Tokenizer:
     def from_hf_json(cls, path_or_dir: str | Path) -> Tokenizer:
         """An HF `tokenizer.json` (or a directory holding one) with its `tokenizer_config.json`,
         `special_tokens_map.json` and `chat_template.jinja` when present."""
-        import tokenizers
-
         path = Path(path_or_dir)
         if path.is_dir():
             path = path / HF_JSON
@@ -259,9 +257,6 @@ class Tokenizer:
         Ids 0-2 are `<pad>`, `<s>` (BOS, added to every sequence) and `</s>` (EOS); every byte has a token, so
         any text encodes. For small random models (quickstart, tests) that need no downloaded vocabulary.
         """
-        import tokenizers
-        from tokenizers import decoders, models, pre_tokenizers, trainers
-
         specials = ["<pad>", "<s>", "</s>"]
         backend = tokenizers.Tokenizer(models.BPE())
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -280,9 +275,6 @@ class Tokenizer:
     @classmethod
     def from_gguf(cls, path: str | Path) -> Tokenizer:
         """The tokenizer described by a GGUF file's `tokenizer.*` metadata (`gpt2` or `llama` model)."""
-        from pivot_jax.convert.gguf import tokenizer_metadata
-        from pivot_jax.convert.layout import WeightsError
-
         path = Path(path)
         meta = tokenizer_metadata(path)  # checked for types and lengths
 

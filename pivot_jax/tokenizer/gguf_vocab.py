@@ -5,10 +5,11 @@ BPE) vocabulary as a SentencePiece model proto. `Tokenizer.from_gguf` reads the 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    import tokenizers
+from sentencepiece import sentencepiece_model_pb2 as sp_pb2
+from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer as HFTokenizer
 
 # GGUF token types (llama.cpp's `llama_token_type`); they use SentencePiece's numbering.
 GGUF_CONTROL = 3
@@ -57,11 +58,8 @@ def _pre_tokenizer_table() -> dict[str, tuple[str, ...]]:
 GGUF_PRE_TOKENIZERS = _pre_tokenizer_table()
 
 
-def byte_level_bpe(tokens: list[str], merges: list[str], token_types: list[int], pre: str) -> tokenizers.Tokenizer:
+def byte_level_bpe(tokens: list[str], merges: list[str], token_types: list[int], pre: str) -> HFTokenizer:
     """A `tokenizers` byte-level BPE from a GGUF `gpt2` vocabulary, pre-tokenizing as llama.cpp does for `pre`."""
-    from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
-    from tokenizers import Tokenizer as HFTokenizer
-
     bpe = models.BPE(
         vocab={token: i for i, token in enumerate(tokens)},
         # Byte-level symbols never contain a space, so the first space separates the pair.
@@ -90,8 +88,6 @@ def sentencepiece_proto(meta: dict[str, Any], tokens: list[str], token_types: li
     llama.cpp writes the pieces, scores and types of the original `tokenizer.model` (its token types are
     SentencePiece's) and applies no normalisation beyond escaping spaces and the optional dummy prefix.
     """
-    from sentencepiece import sentencepiece_model_pb2 as sp_pb2
-
     proto = sp_pb2.ModelProto()
     valid_types = set(sp_pb2.ModelProto.SentencePiece.Type.values())
     for token, score, kind in zip(tokens, scores, token_types):

@@ -6,6 +6,8 @@ import functools
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 if TYPE_CHECKING:
     import seqio
 
@@ -26,8 +28,7 @@ def __getattr__(name: str) -> Any:
 
 @functools.cache
 def _seqio_vocabulary_class() -> type:
-    import numpy as np
-    import seqio
+    import seqio  # seqio and TensorFlow take ~4 s to import: only building a vocabulary needs them
     import tensorflow as tf
 
     class SeqioVocabulary(seqio.Vocabulary):

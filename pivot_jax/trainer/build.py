@@ -5,7 +5,7 @@
         compiled = s.step_fn.lower(s.abstract_state, s.abstract_batch()).compile()
 
 `num_steps` is the schedule's length: `train.steps`, the count the trainer measures from `train.epochs`, or a
-planner's own number. `pivot_jax.train.setup` registers the data, then calls this.
+planner's own number. `trainer.loop.setup` registers the data, then calls this.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pivot_jax.trainer.step import eval_step, train_step
 
 @dataclasses.dataclass
 class Setup:
-    """Everything jitted and placed for a run: what `build` returns, with the registered data once `train.setup`
+    """Everything jitted and placed for a run: what `build` returns, with the registered data once `loop.setup`
     has added it."""
 
     config: ConfigDict

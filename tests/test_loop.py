@@ -11,11 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pivot_jax import train
 from pivot_jax.checkpoint import Checkpointer
 from pivot_jax.config import base_config
 from pivot_jax.errors import ConfigError
 from pivot_jax.run_status import read_status
+from pivot_jax.trainer import loop
+from pivot_jax.trainer.data import global_batch, make_stream
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,13 +41,13 @@ def tiny_config(**overrides):
 
 def run_steps(config, devices, steps):
     """Losses of `steps` train steps and the final state, on a mesh over `devices`."""
-    s = train.setup(config, devices)
-    stream = train.make_stream(s, "train")
+    s = loop.setup(config, devices)
+    stream = make_stream(s.config, s.data_name, s.bos_id, "train")
     losses = []
     with s.activate():
         state = s.init_fn()
         for _ in range(steps):
-            state, metrics = s.step_fn(state, train.global_batch(next(stream), s.batch_sharding))
+            state, metrics = s.step_fn(state, global_batch(next(stream), s.batch_sharding))
             losses.append(float(metrics["loss"]))
     return losses, state
 
@@ -78,37 +79,37 @@ def test_trainer_step_with_grad_accumulation_matches_one_big_batch():
 
 def test_bad_config_values_are_named():
     with pytest.raises(ValueError, match="grad_accum_steps"):
-        train.setup(tiny_config(**{"train.grad_accum_steps": 3}))
+        loop.setup(tiny_config(**{"train.grad_accum_steps": 3}))
     with pytest.raises(ValueError, match="optimizer.schedule"):
-        train.setup(tiny_config(**{"optimizer.schedule": "cosnie"}))
+        loop.setup(tiny_config(**{"optimizer.schedule": "cosnie"}))
     with pytest.raises(ValueError, match="mesh"):
-        train.setup(tiny_config(**{"mesh.data": 3}))
+        loop.setup(tiny_config(**{"mesh.data": 3}))
 
 
 def test_rerun_with_another_run_defining_config_is_refused_and_config_json_kept(tmp_path):
-    train.train(tiny_config(**{"train.steps": 2}), tmp_path)
+    loop.train(tiny_config(**{"train.steps": 2}), tmp_path)
     saved = (tmp_path / "config.json").read_bytes()
     other = tiny_config(**{"train.steps": 2, "model.preset": "tiny-llama3", "optimizer.lr": 5e-3})
     with pytest.raises(ConfigError, match=r"model.preset: saved 'tiny', now 'tiny-llama3'; optimizer.lr") as error:
-        train.train(other, tmp_path)  # before: config.json rewritten first, then the restore failed
+        loop.train(other, tmp_path)  # before: config.json rewritten first, then the restore failed
     assert "--config.resume_allow=model.preset,optimizer.lr" in error.value.hint
     assert (tmp_path / "config.json").read_bytes() == saved
     import pivot_jax
 
     assert pivot_jax.load_pretrained(f"run:{tmp_path}").config.num_layers == 2  # still the run it describes
     # What may change on resume: logging, evaluation, checkpointing, the mesh; and keys allowed by name.
-    train.train(tiny_config(**{"train.steps": 2, "train.log_every_steps": 1, "eval.every_steps": 1,
+    loop.train(tiny_config(**{"train.steps": 2, "train.log_every_steps": 1, "eval.every_steps": 1,
                                "checkpoint.keep": 5, "mesh.data": 2, "mesh.fsdp": -1}), tmp_path)
-    train.train(tiny_config(**{"train.steps": 3, "resume_allow": "train"}), tmp_path)
+    loop.train(tiny_config(**{"train.steps": 3, "resume_allow": "train"}), tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["train"]["steps"] == 3
     with pytest.raises(ConfigError, match=r"resume_allow='trian': 'trian' is not a config key"):
-        train.train(tiny_config(**{"resume_allow": "trian"}), tmp_path)
+        loop.train(tiny_config(**{"resume_allow": "trian"}), tmp_path)
 
 
 def test_config_json_is_written_only_once_the_run_has_started(tmp_path):
     bad = tiny_config(**{"train.seq_len": 100000})  # fails in setup: longer than the model's context
     with pytest.raises(ValueError, match="max_seq_len"):
-        train.train(bad, tmp_path)
+        loop.train(bad, tmp_path)
     assert not (tmp_path / "config.json").exists() and read_status(tmp_path) is None
 
 
@@ -116,20 +117,20 @@ def test_nan_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
     config = tiny_config(**{"train.steps": 30, "optimizer.lr": 1e12, "optimizer.clip_norm": 0.0,
                             "train.log_every_steps": 1, "checkpoint.every_steps": 1})
     with pytest.raises(FloatingPointError, match=r"at step (\d+)") as err:
-        train.train(config, tmp_path)
+        loop.train(config, tmp_path)
     bad_step = int(err.value.args[0].split("at step ")[1].split(";")[0])
     latest = Checkpointer(tmp_path, 1, 3).latest_step()
     assert latest == bad_step - 1
     status = read_status(tmp_path)
     assert (status["state"], status["step"]) == ("failed", latest) and "FloatingPointError" in status["error"]
-    s = train.setup(config)
+    s = loop.setup(config)
     with s.activate():
         state, _ = Checkpointer(tmp_path, 1, 3).restore(latest, s.abstract_state)
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state["params"]))
 
 
 def test_half_written_checkpoint_is_never_the_latest(tmp_path):
-    train.train(tiny_config(**{"train.steps": 2, "checkpoint.every_steps": 1}), tmp_path)
+    loop.train(tiny_config(**{"train.steps": 2, "checkpoint.every_steps": 1}), tmp_path)
     (tmp_path / "checkpoints" / "7.orbax-checkpoint-tmp-1234").mkdir()
     assert Checkpointer(tmp_path, 1, 3).latest_step() == 2
 
@@ -161,7 +162,7 @@ def _last_losses(workdir):
 
 def _final_params(workdir, step):
     config = tiny_config(**{"train.seq_len": 32})
-    s = train.setup(config, jax.devices()[:2])
+    s = loop.setup(config, jax.devices()[:2])
     with s.activate():
         state, data = Checkpointer(workdir, 4, 3).restore(step, s.abstract_state)
     return state, data
@@ -250,7 +251,7 @@ def test_trainer_consumes_seqio_mixture_and_resumes_it_exactly(tmp_path, smollm2
                             "data.tokenizer": f"gguf:{smollm2_gguf}", "model.vocab_size": 49152,
                             "train.seq_len": 64, "train.steps": 6, "train.log_every_steps": 1,
                             "checkpoint.every_steps": 3, "eval.every_steps": 3, "eval.steps": 2})
-    last = train.train(config, tmp_path / "a")
+    last = loop.train(config, tmp_path / "a")
     records = [json.loads(l) for l in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, 7))
     assert records[-1]["loss"] < records[0]["loss"] and np.isfinite(last["eval_loss"])
@@ -259,9 +260,9 @@ def test_trainer_consumes_seqio_mixture_and_resumes_it_exactly(tmp_path, smollm2
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     shutil.rmtree(tmp_path / "b" / "checkpoints" / "6")
     (tmp_path / "b" / "metrics.jsonl").write_text("")
-    train.train(config, tmp_path / "b")
+    loop.train(config, tmp_path / "b")
     assert _last_losses(tmp_path / "b") == [r["loss"] for r in records[3:]]
-    s = train.setup(config)
+    s = loop.setup(config)
     with s.activate():
         a, data_a = Checkpointer(tmp_path / "a", 3, 3).restore(6, s.abstract_state)
         b, data_b = Checkpointer(tmp_path / "b", 3, 3).restore(6, s.abstract_state)
@@ -275,12 +276,12 @@ def test_epochs_set_steps_from_examples_and_measured_packing(smollm2_gguf):
                             "data.tokenizer": f"gguf:{smollm2_gguf}", "model.vocab_size": 49152,
                             "train.seq_len": 512, "model.max_seq_len": 512, "train.epochs": 2.0,
                             "mesh.data": 1})
-    s = train.setup(config, jax.devices()[:1])
+    s = loop.setup(config, jax.devices()[:1])
     examples = 1285  # CLDR en->ko training pairs (tests/test_cldr.py pins the split)
     per_row_lower, per_row_upper = 4, 9  # 60-95 token examples (the Alpaca prompt is ~60) in 512-token rows
     assert 2 * examples / (8 * per_row_upper) <= s.config.train.steps <= 2 * examples / (8 * per_row_lower)
     with pytest.raises(ValueError, match="epochs"):
-        train.setup(tiny_config(**{"train.epochs": 1.0}))
+        loop.setup(tiny_config(**{"train.epochs": 1.0}))
 
 
 def test_bf16_compute_keeps_float32_master_weights(single_device_run):
@@ -297,10 +298,10 @@ def test_generation_eval_at_checkpoints(tmp_path, smollm2_gguf):
                             "train.seq_len": 128, "train.steps": 2, "train.log_every_steps": 1,
                             "eval.generate_every_steps": 2, "eval.generate_at_start": True,
                             "eval.generate_config": f"{REPO}/configs/eval/cldr.py:tgt=es,limit=4"})
-    last = train.train(config, tmp_path)
+    last = loop.train(config, tmp_path)
     assert {"gen/bleu", "gen/chrf++", "gen/language_fidelity"} <= set(last)
     index = [json.loads(l) for l in (tmp_path / "results_index.jsonl").read_text().splitlines()]
-    assert {r["step"] for r in index} == {"0", "2"} and {r["metric"] for r in index} >= {"bleu", "chrf++"}
+    assert {r["step"] for r in index} == {0, 2} and {r["metric"] for r in index} >= {"bleu", "chrf++"}
     for step in (0, 2):
         assert len((tmp_path / "eval" / f"step_{step}" / "cldr_en-es_alpaca_greedy" / "predictions.jsonl")
                    .read_text().splitlines()) == 4
@@ -309,7 +310,7 @@ def test_generation_eval_at_checkpoints(tmp_path, smollm2_gguf):
     report = (tmp_path / "report.md").read_text()
     assert "| chrf++ |" in report and "@ step 0" in report and "@ step 2" in report
     assert (tmp_path / "report.png").stat().st_size > 0
-    train.train(config, tmp_path)  # finished: resuming evaluates nothing again
+    loop.train(config, tmp_path)  # finished: resuming evaluates nothing again
     assert len((tmp_path / "results_index.jsonl").read_text().splitlines()) == len(index)
 
 
@@ -318,8 +319,8 @@ def test_trained_run_loads_as_a_model(tmp_path):
     import pivot_jax
 
     config = tiny_config(**{"train.steps": 4, "checkpoint.every_steps": 2, "model.dtype": "bfloat16"})
-    train.train(config, tmp_path)
-    s = train.setup(config)
+    loop.train(config, tmp_path)
+    s = loop.setup(config)
     checkpointer = Checkpointer(tmp_path, 0, 3, async_save=False)
     with s.activate():
         state, _ = checkpointer.restore(4, s.abstract_state)

@@ -1,7 +1,8 @@
 """Local data prepared once as TFDS datasets, and seqio tasks that render any prepared TFDS dataset.
 
-A team writes its files once into a TFDS `data_dir` (a local folder or a `gs://` bucket); every host then reads
-the prepared records from there, without the original files:
+A team writes its files once into a TFDS `data_dir` (a local folder or a `gs://` bucket) with the command
+(`python -m pivot_jax.data.tfds_builders`, see its `__main__`); every host then reads the prepared records from
+there, without the original files:
 
   python -m pivot_jax.data.tfds_builders parallel --source train.en --target train.es \\
       --test_source eng_Latn.devtest --test_target spa_Latn.devtest --source_lang en --target_lang es \\
@@ -16,14 +17,11 @@ read the dataset from its files on disk, so readers need neither the source file
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import re
-import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -32,9 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from pivot_jax.cli import add_verbose_argument, exit_on_user_error
 from pivot_jax.data import formats, sources, tasks
-from pivot_jax.data.mixtures import parse_fields
 from pivot_jax.data.sources import PathLike
 from pivot_jax.errors import PivotError
 
@@ -52,7 +48,7 @@ class DatasetNameError(PivotError, ValueError):
     """A dataset (config) name that is not a TFDS-style name."""
 
 
-def _check_name(name: str, what: str) -> None:
+def check_name(name: str, what: str) -> None:
     """Refuse `name` (given as `what`, e.g. "--name") unless it is a TFDS-style name."""
     if not _NAME.fullmatch(name):
         raise DatasetNameError(f"{what} {name!r} is not a dataset name: use lowercase letters, digits and "
@@ -77,7 +73,7 @@ class ParallelConfig(tfds.core.BuilderConfig):
     target_lang: str = ""
 
     def __post_init__(self) -> None:
-        _check_name(self.name, "ParallelConfig name")
+        check_name(self.name, "ParallelConfig name")
         if "train" not in self.files:
             raise ValueError(f"ParallelConfig {self.name!r} needs a 'train' split, got {sorted(self.files)}")
         languages = f"{self.source_lang or '?'} -> {self.target_lang or '?'}"
@@ -96,7 +92,7 @@ class InstructionsConfig(tfds.core.BuilderConfig):
     fields: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
-        _check_name(self.name, "InstructionsConfig name")
+        check_name(self.name, "InstructionsConfig name")
         if "train" not in self.files:
             raise ValueError(f"InstructionsConfig {self.name!r} needs a 'train' split, got {sorted(self.files)}")
         renames = f" (fields renamed {dict(self.fields)})" if self.fields else ""
@@ -265,7 +261,7 @@ def tfds_task(name: str, tfds_name: str, data_dir: PathLike | None,
     `{"train": "train[:98%]", "validation": "train[98%:]"}`; default all of the dataset's splits. Then it is
     tokenized and fitted to `max_length` as `tasks.add_task` does.
     """
-    import seqio
+    import seqio  # seqio pulls in TensorFlow (~3 s): only registering a task needs it
 
     preprocessors = tasks.example_preprocessors(max_length, overflow)
     data_dir = os.fspath(data_dir) if data_dir else None
@@ -281,66 +277,3 @@ def tfds_task(name: str, tfds_name: str, data_dir: PathLike | None,
         name, source=source,
         preprocessors=[render_preprocessor(render, tfds_name), *preprocessors],
         output_features=tasks.output_features(vocabulary))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Command line
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pivot_jax.data.tfds_builders",
-                                     description="Prepare local files as a TFDS dataset; prints its tfds name.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    parallel = commands.add_parser("parallel", help="line-aligned parallel text (pivot_parallel)")
-    parallel.add_argument("--source", required=True, help="training source-language file")
-    parallel.add_argument("--target", required=True, help="training target-language file")
-    for split in ("validation", "test"):
-        parallel.add_argument(f"--{split}_source", default="")
-        parallel.add_argument(f"--{split}_target", default="")
-    parallel.add_argument("--source_lang", default="")
-    parallel.add_argument("--target_lang", default="")
-    instructions = commands.add_parser("instructions", help="Alpaca-style records (pivot_instructions)")
-    instructions.add_argument("--file", required=True, help="training records, JSON list or JSON lines")
-    instructions.add_argument("--validation_file", default="")
-    instructions.add_argument("--test_file", default="")
-    instructions.add_argument("--fields", default="", help='renames "canonical:source,...", e.g. "output:response"')
-    for command in (parallel, instructions):
-        command.add_argument("--name", required=True,
-                             help="config name: lowercase letters, digits, underscores; e.g. en_es")
-        command.add_argument("--data_dir", required=True, help="TFDS data_dir (local or gs://)")
-        command.add_argument("--overwrite", action="store_true", help="replace a dataset prepared from other files")
-        add_verbose_argument(command)
-    return parser
-
-
-def main(argv: Sequence[str]) -> str:
-    """Run the command line `argv` (without the program name); prints and returns the tfds name."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    return exit_on_user_error(lambda: _prepare_from_args(parser, args), args.verbose)
-
-
-def _prepare_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
-    _check_name(args.name, "--name")  # before the configs, which would name it as their own field
-    if args.command == "parallel":
-        files = {"train": (args.source, args.target)}
-        for split in ("validation", "test"):
-            pair = (getattr(args, f"{split}_source"), getattr(args, f"{split}_target"))
-            if any(pair) and not all(pair):
-                parser.error(f"--{split}_source and --{split}_target go together")
-            if all(pair):
-                files[split] = pair
-        builder, config = PivotParallel, ParallelConfig(name=args.name, files=files, source_lang=args.source_lang,
-                                                        target_lang=args.target_lang)
-    else:
-        files = {split: path for split, path in (("train", args.file), ("validation", args.validation_file),
-                                                 ("test", args.test_file)) if path}
-        builder, config = PivotInstructions, InstructionsConfig(name=args.name, files=files,
-                                                                fields=parse_fields(args.fields))
-    with contextlib.redirect_stdout(sys.stderr):  # TFDS reports progress on stdout; it carries only the name
-        tfds_name = prepare(builder, config, args.data_dir, overwrite=args.overwrite)
-    print(tfds_name)
-    return tfds_name
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -1,0 +1,86 @@
+"""The evaluations a run makes as it trains: the held-out loss and `eval.generate_config` on the current weights
+(its metrics beside the training loss, its records in the results index), which steps run which, and which a
+preemption cut short.
+
+    due = due_evaluations(config, step)                      # {"loss", "generate"} or a part of it
+    results = run_evaluations(s, params, step, due, generation_eval)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+from etils import epath
+from flax import nnx
+from jax.experimental import multihost_utils
+from ml_collections import ConfigDict
+
+from pivot_jax.config import load_config_file
+from pivot_jax.eval.run import evaluate, protocol_name
+from pivot_jax.jsonl import read_jsonl
+from pivot_jax.pretrained import load_tokenizer
+from pivot_jax.results import FILENAME as RESULTS_FILENAME
+from pivot_jax.trainer.build import Setup
+from pivot_jax.trainer.data import global_batch, make_stream
+
+GenerationEval = Callable[[dict[str, Any], int], dict[str, float]]
+
+
+def held_out_loss(s: Setup, params: dict[str, Any]) -> float:
+    """The mean loss over `eval.steps` batches of the validation split (the same batches at every step)."""
+    stream = make_stream(s.config, s.data_name, s.bos_id, "validation")
+    total, weight = 0.0, 0.0
+    for _ in range(s.config.eval.steps):
+        loss_sum, w = s.eval_fn(params, global_batch(next(stream), s.batch_sharding))
+        total, weight = total + float(loss_sum), weight + float(w)
+    return total / max(weight, 1.0)
+
+
+def generation_eval(s: Setup, workdir: epath.Path, tokenizer_spec: str) -> GenerationEval:
+    """`eval.generate_config` on the current weights, into WORKDIR/eval/step_N and WORKDIR/results_index.jsonl;
+    returns its metrics as `gen/NAME`."""
+    eval_cfg = load_config_file(s.config.eval.generate_config)
+    tokenizer = load_tokenizer(tokenizer_spec)
+    name = protocol_name(eval_cfg).replace("/", "_")
+
+    def run(params: dict[str, Any], step: int) -> dict[str, float]:
+        model = nnx.merge(s.graphdef, params)
+        results = evaluate(eval_cfg, f"{workdir}@step{step}", workdir / "eval" / f"step_{step}" / name,
+                           workdir / RESULTS_FILENAME, loaded=(model, tokenizer, s.mesh, s.rules), step=step)
+        return {f"gen/{r['name']}": r["value"] for r in results}
+
+    return run
+
+
+def due_evaluations(config: ConfigDict, step: int) -> set[str]:
+    """Which evaluations step `step` runs: "loss" (held-out loss) and/or "generate" (`eval.generate_config`)."""
+    every = {"loss": config.eval.every_steps, "generate": config.eval.generate_every_steps}
+    return {name for name, n in every.items() if n and step % n == 0}
+
+
+def run_evaluations(s: Setup, params: dict[str, Any], step: int, which: set[str],
+                    generation: GenerationEval | None) -> dict[str, float]:
+    results = {}
+    if "loss" in which:
+        results["eval_loss"] = held_out_loss(s, params)
+    if "generate" in which and generation:
+        results.update(generation(params, step))
+    return results
+
+
+def unfinished_evaluations(config: ConfigDict, metrics_path: epath.Path, step: int) -> set[str]:
+    """Evaluations due at `step` that `metrics_path` does not hold (preempted or killed during them). Process 0
+    reads the file and every host takes its answer, since evaluations run collectives on all of them."""
+    due = sorted(due_evaluations(config, step))
+    missing = np.zeros(len(due), np.int32)
+    if jax.process_index() == 0 and due:
+        rows = [row for row in read_jsonl(metrics_path, torn_tail_ok=True) if row.get("step") == step]
+        done = {"loss": any("eval_loss" in row for row in rows),
+                "generate": any(key.startswith("gen/") for row in rows for key in row)}
+        missing = np.array([not done[name] for name in due], np.int32)
+    if jax.process_count() > 1:
+        missing = multihost_utils.broadcast_one_to_all(missing)
+    return {name for name, m in zip(due, missing) if m}
