@@ -43,7 +43,8 @@ setup(
         # gs:// tests run on a local GCS emulator (tests/gcs_emulator.py) through gcsfs; gcsfs 2026.10.1 needs
         # fsspec>=2026.9.0 (no gcsfs 2026.9.x was released) and brings google-cloud-storage, which Orbax uses on gs://.
         "dev": ["pytest>=8", "hypothesis>=6.100", "torch==2.13.0", "transformers==5.23.0", "accelerate>=1.10",
-                "gcp-storage-emulator==2026.7.19", "gcsfs==2026.10.1"],
+                "gcp-storage-emulator==2026.7.19", "gcsfs==2026.10.1",
+                "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],  # notebooks/ run in the tests
         "tpu": ["jax[tpu]>=0.10.2,<0.11"],
         "gpu": ["jax[cuda12]>=0.10.2,<0.11"],
     },

@@ -37,7 +37,7 @@ def base_config() -> ConfigDict:
     c.model.vocab_size = 0  # random init only: 0 = the preset's (raise it to fit a real tokenizer)
 
     c.train = ConfigDict()
-    c.train.steps = 100
+    c.train.steps = 100  # 0: no training, only the evaluations of the starting weights (a baseline)
     c.train.epochs = 0.0  # > 0 (seqio data): steps = epochs over the training examples, packing measured
     c.train.global_batch_size = 8
     c.train.seq_len = 128
@@ -72,6 +72,8 @@ def base_config() -> ConfigDict:
     c.eval.generate_every_steps = 0  # run `generate_config` on the current weights every N steps (0 = off)
     c.eval.generate_config = ""  # an eval config, e.g. "configs/eval/cldr.py:tgt=es,limit=50"
     c.eval.generate_at_start = False  # also evaluate the starting weights (step 0): the "before" of report.md
+    c.eval.at_end = False  # also run the held-out loss and `generate_config` at the last step (sweep points)
+    c.eval.tags = ""  # "KEY=VALUE,..." recorded with this run's results-index records (e.g. "language=es,amount=100")
 
     c.data = ConfigDict()
     c.data.source = "synthetic"  # "synthetic" (reverse task, no files) or "seqio" (the methods below)
@@ -185,13 +187,26 @@ def validate(config: ConfigDict) -> None:
     if t.global_batch_size % t.grad_accum_steps:
         raise ConfigError(f"train.global_batch_size ({t.global_batch_size}) must be a multiple of "
                           f"train.grad_accum_steps ({t.grad_accum_steps})")
-    if t.steps < 1 and t.epochs <= 0:
-        raise ConfigError(f"train.steps must be >= 1 (or set train.epochs), got {t.steps}")
+    if t.steps == 0 and t.epochs <= 0 and not (config.eval.at_end or config.eval.generate_at_start):
+        raise ConfigError("train.steps=0 trains nothing and evaluates nothing: set train.steps (or train.epochs), "
+                          "or eval.at_end=true to evaluate the starting weights (a baseline)")
     if t.epochs > 0 and config.data.source != "seqio":
         raise ConfigError("train.epochs needs data.source='seqio' (the synthetic task has no epochs)")
     if config.eval.generate_every_steps and not config.eval.generate_config:
         raise ConfigError("eval.generate_every_steps is set but eval.generate_config is empty")
+    parse_tags(config.eval.tags)
     _allowed_on_resume(config)
+
+
+def parse_tags(text: str) -> dict[str, str]:
+    """`eval.tags` ("language=es,amount=100") as a dict; an item without "=" is an error naming it."""
+    tags = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"eval.tags={text!r}: {item!r} is not KEY=VALUE")
+        tags[key.strip()] = value.strip()
+    return tags
 
 
 # ---------------------------------------------------------------------------------------------------------------

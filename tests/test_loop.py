@@ -337,3 +337,19 @@ def test_trained_run_loads_as_a_model(tmp_path):
         pivot_jax.load_pretrained(f"run:{tmp_path}@3")
     with pytest.raises(FileNotFoundError, match="not a trainer workdir"):
         pivot_jax.load_pretrained(f"run:{tmp_path / 'checkpoints'}")
+
+
+def test_evaluations_at_the_end_and_a_baseline_that_trains_nothing(tmp_path):
+    last = loop.train(tiny_config(**{"train.steps": 3, "eval.at_end": True}), tmp_path / "end")
+    rows = [json.loads(line) for line in (tmp_path / "end" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "eval_loss" in r] == [3] and "eval_loss" in last  # only at the last step
+
+    base = loop.train(tiny_config(**{"train.steps": 0, "eval.at_end": True}), tmp_path / "base")
+    rows = [json.loads(line) for line in (tmp_path / "base" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0] and base == {"eval_loss": rows[0]["eval_loss"]}
+    assert read_status(tmp_path / "base")["state"] == "finished"
+    assert not (tmp_path / "base" / "checkpoints").exists() or not list((tmp_path / "base" / "checkpoints").iterdir())
+    with pytest.raises(ConfigError, match="train.steps=0 trains nothing and evaluates nothing"):
+        loop.train(tiny_config(**{"train.steps": 0}), tmp_path / "nothing")
+    with pytest.raises(ConfigError, match="'amount' is not KEY=VALUE"):
+        loop.train(tiny_config(**{"eval.tags": "language=es,amount"}), tmp_path / "tags")

@@ -112,3 +112,45 @@ def test_index_lines_of_the_wrong_shape_are_named(tmp_path, row, message):
     with pytest.raises(PivotError, match=rf"bad/results_index\.jsonl: {message}"):
         report.read_run(run)
 
+
+
+def test_plot_groups_languages_into_one_panel_per_metric_on_shared_axes(tmp_path, monkeypatch):
+    evals = {0: {"chrf++": 20.0, "chrf++/es": 30.0, "chrf++/zh": 10.0, "language_fidelity/es": 0.9,
+                 "language_fidelity/zh": 0.5},
+             100: {"chrf++": 20.05, "chrf++/es": 35.0, "chrf++/zh": 12.0, "language_fidelity/es": 0.95,
+                   "language_fidelity/zh": 0.8}}
+    runs = [report.read_run(make_run(tmp_path / "a", evals, [{"step": 10, "loss": 2.0}])),
+            report.read_run(make_run(tmp_path / "b", {0: {"chrf++/es": 30.0, "bleu": 41.0}}))]
+    panels = report._panels(runs)
+    assert panels == [("chrf++", ["all", "es", "zh"]), ("language_fidelity", ["es", "zh"]), ("bleu", ["all"])]
+    report.plot(runs, png := tmp_path / "report.png")
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+    import matplotlib.pyplot as plt  # the figure plot drew: one bar panel per base metric and the loss panel
+
+    drawn = []
+    monkeypatch.setattr(plt, "close", drawn.append)
+    report.plot(runs, tmp_path / "again.png")
+    monkeypatch.undo()
+    (fig,) = drawn
+    titles = [ax.get_title() for ax in fig.axes if ax.axison]
+    assert titles == ["chrf++", "language_fidelity", "bleu", "loss"]
+    chrf, fidelity, bleu = (ax for ax in fig.axes[:3])
+    assert len(chrf.patches) == 3 * 2 + 1  # (all, es, zh) x run a's two evaluations + run b's chrf++/es
+    assert chrf.get_ylim()[0] == bleu.get_ylim()[0] == fidelity.get_ylim()[0] == 0  # bars start at 0
+    assert chrf.get_ylim() == bleu.get_ylim()  # one unit: one range
+    assert "35" in [t.get_text() for t in chrf.texts] and "20.1" in [t.get_text() for t in chrf.texts]
+    plt.close(fig)
+
+
+def test_y_limits_are_shared_by_unit_and_start_at_zero():
+    limits = report._y_limits({"chrf++": [20.0, 20.05, None], "bleu": [41.0], "language_fidelity": [0.5, 0.8],
+                               "plug_marker_not_found": [3.0, 17.0], "comet": [float("nan")]})
+    assert limits["chrf++"] == limits["bleu"] == (0.0, 50.0)  # the largest of the unit, rounded up: not zoomed in
+    assert limits["language_fidelity"] == (0.0, 1.0)
+    assert limits["plug_marker_not_found"] == (0.0, 20.0)  # a count of items, not a fraction
+    assert limits["comet"] == (0.0, 1.0)  # nothing to show: a default range
+    assert report._y_limits({"f1": [97.0], "exact_match": [12.0]}) == {"f1": (0.0, 100.0), "exact_match": (0.0, 100.0)}
+    assert report._y_limits({"comet": [-0.3, 0.7]}) == {"comet": (-0.3, 0.8)}
+    assert report._y_limits({"language_fidelity": [1.4]}) == {"language_fidelity": (0.0, 1.5)}  # never clipped

@@ -117,47 +117,160 @@ def markdown(runs: Sequence[Run]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Units of the metrics this package reports (`pivot_jax.eval.run`): panels of one unit share their y range.
+_PERCENT = ("bleu", "chrf++", "spbleu", "xllama_accuracy", "accuracy")  # 0-100, as the papers report them
+_FRACTIONS = ("language_fidelity",)  # 0-1
+_COUNTS = ("plug_marker_not_found", "judge_errors")  # items
+_NICE_STEPS = (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10)
+_UNIT_LABELS = {"percent": "score (0-100)", "fraction": "fraction (0-1)", "count": "items",
+                "judge score": "judge score (0-10)"}
+
+
+def _split_metric(metric: str) -> tuple[str, str]:
+    """("chrf++/es" -> ("chrf++", "es")); a metric without a language suffix is over the whole set: "all"."""
+    base, _, language = metric.partition("/")
+    return base, language or "all"
+
+
+def _unit(base: str) -> str:
+    """The unit of a metric's values: "percent", "fraction", "count", "judge score", or the metric itself."""
+    if base in _PERCENT or base.startswith(("exact_match", "f1")) or (base.startswith("judge_")
+                                                                      and base.endswith("_pct")):
+        return "percent"
+    if base in _FRACTIONS or base.endswith(("_share", "fidelity")):
+        return "fraction"
+    if base in _COUNTS:
+        return "count"
+    if base in ("judge_score", "judge_score_other"):
+        return "judge score"
+    return base
+
+
+def _nice_ceil(x: float) -> float:
+    """The smallest of 1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8 times a power of ten that is >= x (x > 0)."""
+    exponent = math.floor(math.log10(x))
+    nice = (step * 10.0 ** exponent if exponent >= 0 else step / 10.0 ** -exponent for step in _NICE_STEPS)
+    return next(top for top in nice if top >= x * (1 - 1e-9))  # 3 / 10, not 3 * 0.1 (0.30000000000000004)
+
+
+def _panels(runs: Sequence[Run]) -> list[tuple[str, list[str]]]:
+    """(base metric, languages) per bar panel, in the table's order; "all" (no suffix) comes first in a panel."""
+    panels: dict[str, list[str]] = {}
+    for _, run, step in _columns(runs):
+        for metric in run.evals[step]:
+            base, language = _split_metric(metric)
+            languages = panels.setdefault(base, [])
+            if language not in languages:
+                languages.append(language)
+    return [(base, sorted(languages, key=lambda lang: lang != "all")) for base, languages in panels.items()]
+
+
+def _y_limits(values: dict[str, Sequence[float | None]]) -> dict[str, tuple[float, float]]:
+    """{base metric: (bottom, top)} from {base metric: its bar values}: panels of one unit share a range that
+    starts at 0 (below it only for negative values) and ends at the unit's largest value rounded up to a nice
+    number; fractions span 0-1. Never zoomed to the data's minimum, so a +0.05 change stays a small one."""
+    by_unit: dict[str, list[float]] = {}
+    for base, vals in values.items():
+        by_unit.setdefault(_unit(base), []).extend(v for v in vals if v is not None and math.isfinite(v))
+    ranges = {}
+    for unit, vals in by_unit.items():
+        high, low = max(vals, default=0.0), min(vals, default=0.0)
+        top = 1.0 if unit == "fraction" and high <= 1 else (_nice_ceil(high) if high > 0 else 1.0)
+        ranges[unit] = (-_nice_ceil(-low) if low < 0 else 0.0, top)
+    return {base: ranges[_unit(base)] for base in values}
+
+
 def plot(runs: Sequence[Run], path: epath.Path) -> None:
-    """One bar panel per metric (every column of the table) and the loss curves, in one PNG."""
-    import matplotlib
+    """One bar panel per metric, languages grouped and each run's first and last evaluation side by side, panels
+    of one unit on one y range; and the loss curves. One PNG."""
+    import matplotlib  # heavy: imported only to draw
 
     matplotlib.use("Agg")
+    import matplotlib.colors as mcolors
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
 
     columns = _columns(runs)
-    metrics = list(dict.fromkeys(m for _, run, step in columns for m in run.evals[step]))
-    panels = len(metrics) + 1
-    ncols = min(panels, 4)
-    nrows = math.ceil(panels / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3.2 * nrows), squeeze=False)
+    panels = _panels(runs)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, metric in zip(axes.flat, metrics):
-        values = [v if (v := run.value(step, metric)) is not None else float("nan") for _, run, step in columns]
-        run_color = {id(run): colors[i % len(colors)] for i, run in enumerate(runs)}
-        bars = ax.bar(range(len(columns)), values, color=[run_color[id(run)] for _, run, _ in columns])
-        for bar, (_, run, step) in zip(bars, columns):
-            if step == run.first and run.first != run.last:
-                bar.set_alpha(0.45)  # the starting weights: lighter than the trained ones
-        ax.set_title(metric, fontsize=10)
-        ax.set_xticks(range(len(columns)), [label.replace(" @ ", "\n") for label, _, _ in columns], fontsize=7)
-        for x, v in enumerate(values):
-            if not math.isnan(v):
-                ax.annotate(f"{v:.3g}", (x, v), ha="center", va="bottom", fontsize=7)
-    ax = axes.flat[len(metrics)]
-    for i, run in enumerate(runs):
+    run_color = {id(run): colors[i % len(colors)] for i, run in enumerate(runs)}
+
+    def column_color(run: Run, step: int) -> tuple[float, ...]:
+        rgb = mcolors.to_rgb(run_color[id(run)])
+        if step == run.first and run.first != run.last:  # the starting weights: lighter than the trained ones
+            rgb = tuple(0.45 * c + 0.55 for c in rgb)
+        return rgb
+
+    def value(run: Run, step: int, base: str, language: str) -> float | None:
+        v = run.value(step, base if language == "all" else f"{base}/{language}")
+        return v if v is not None and math.isfinite(v) else None
+
+    values = {base: [value(run, step, base, lang) for lang in languages for _, run, step in columns]
+              for base, languages in panels}
+    limits = _y_limits(values)
+
+    # Layout: one panel per metric and one for the losses; panels widen with their bars.
+    n_bars = max((len(languages) * (len(columns) + 1) for _, languages in panels), default=0)
+    panel_width = min(max(3.6, 1.0 + 0.2 * n_bars), 12.0)
+    n_panels = len(panels) + 1
+    nrows = math.ceil(n_panels / max(1, min(n_panels, int(20 // panel_width))))
+    ncols = math.ceil(n_panels / nrows)  # balanced: 4 panels make 2x2, not 3+1
+    legend_rows = math.ceil(len(columns) / 4) if columns else 0
+    legend_height = 0.25 * legend_rows + 0.15 if columns else 0.0
+    height = 3.2 * nrows + legend_height
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_width * ncols, height), squeeze=False)
+    width = 1.0 / (len(columns) + 1) if columns else 1.0  # a bar; one bar's width separates the language groups
+    # The numbers on the bars: upright where a bar is wide enough for them (about 0.3 inch), else turned.
+    upright = all(0.8 * panel_width / len(languages) * width >= 0.3 for _, languages in panels)
+    for ax, (base, languages) in zip(axes.flat, panels):
+        bottom, top = limits[base]
+        for g, language in enumerate(languages):
+            for c, (_, run, step) in enumerate(columns):
+                v = value(run, step, base, language)
+                if v is None:
+                    continue  # not evaluated: a gap
+                x = g + (c - (len(columns) - 1) / 2) * width
+                color = column_color(run, step)
+                ax.bar(x, v, width, color=color, edgecolor=run_color[id(run)], linewidth=0.6)
+                ax.annotate(f"{v:.3g}", (x, max(v, 0.0)), xytext=(0, 1.5), textcoords="offset points",
+                            ha="center", va="bottom", fontsize=6.5, rotation=0 if upright else 90)
+        # Room above the range for the numbers; ticks only within it.
+        ax.set_ylim(bottom, top * 1.18 if top > 0 else 1)
+        ticks = MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]).tick_values(bottom, top)
+        ax.set_yticks([t for t in ticks if bottom - abs(top) * 1e-6 <= t <= top * (1 + 1e-6)])
+        ax.tick_params(axis="y", labelsize=7)
+        ax.grid(axis="y", linewidth=0.4, alpha=0.5)
+        ax.set_axisbelow(True)
+        ax.set_xticks(range(len(languages)), languages, fontsize=8)
+        ax.set_xlim(-0.5, len(languages) - 0.5)
+        ax.set_title(base + (" (lower is better)" if base in LOWER_IS_BETTER else ""), fontsize=10)
+        ax.set_ylabel(_UNIT_LABELS.get(_unit(base), ""), fontsize=8)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+    ax = axes.flat[len(panels)]
+    for run in runs:
         train = [(row["step"], row["loss"]) for row in run.losses if "loss" in row]
         held = [(row["step"], row["eval_loss"]) for row in run.losses if "eval_loss" in row]
         if train:
-            ax.plot(*zip(*train), color=colors[i % len(colors)], label=f"{run.name} train")
+            ax.plot(*zip(*train), color=run_color[id(run)], label=f"{run.name} train")
         if held:
-            ax.plot(*zip(*held), "o--", color=colors[i % len(colors)], label=f"{run.name} held-out")
+            ax.plot(*zip(*held), "o--", color=run_color[id(run)], markersize=3, label=f"{run.name} held-out")
     ax.set_title("loss", fontsize=10)
-    ax.set_xlabel("step")
+    ax.set_xlabel("step", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(linewidth=0.4, alpha=0.5)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
-    for ax in axes.flat[panels:]:
+    else:
+        ax.text(0.5, 0.5, "no losses logged", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+    for ax in axes.flat[n_panels:]:
         ax.axis("off")
-    fig.tight_layout()
+    if columns:  # one legend for every bar panel: a colour per run, its first evaluation lighter
+        handles = [Patch(facecolor=column_color(run, step), edgecolor=run_color[id(run)], label=label)
+                   for label, run, step in columns]
+        fig.legend(handles=handles, loc="upper center", ncol=min(len(columns), 4), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - legend_height / height))
     with path.open("wb") as f:  # a file object: savefig cannot open a gs:// URL
         fig.savefig(f, format="png", dpi=110)
     plt.close(fig)

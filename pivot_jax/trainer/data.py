@@ -48,6 +48,9 @@ def steps_from_epochs(config: ConfigDict, data_name: str, bos_id: int, sample_ba
 
     mixture = seqio.get_mixture_or_task(data_name)
     examples = sum(task.num_input_examples("train") for task in getattr(mixture, "tasks", [mixture]))
+    if examples == 0:  # e.g. translation_amount=0 with no other data: the baseline of a sweep
+        log.info("train.epochs=%g over 0 training examples -> train.steps=0 (evaluations only)", config.train.epochs)
+        return 0
     stream = SeqioStream(data_name, "train", config.train.seq_len, config.train.global_batch_size, config.seed,
                          bos_id)
     per_row = np.mean([next(stream)["decoder_segment_ids"].max(axis=1).mean() for _ in range(sample_batches)])

@@ -2,12 +2,13 @@
 (its metrics beside the training loss, its records in the results index), which steps run which, and which a
 preemption cut short.
 
-    due = due_evaluations(config, step)                      # {"loss", "generate"} or a part of it
+    due = due_evaluations(config, step, total_steps)         # {"loss", "generate"} or a part of it
     results = run_evaluations(s, params, step, due, generation_eval)
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from ml_collections import ConfigDict
 
-from pivot_jax.config import load_config_file
+from pivot_jax.config import load_config_file, parse_tags
 from pivot_jax.eval.run import evaluate, protocol_name
 from pivot_jax.jsonl import read_jsonl
 from pivot_jax.pretrained import load_tokenizer
@@ -26,17 +27,28 @@ from pivot_jax.results import FILENAME as RESULTS_FILENAME
 from pivot_jax.trainer.build import Setup
 from pivot_jax.trainer.data import global_batch, make_stream
 
+log = logging.getLogger("pivot_jax.train")
+
 GenerationEval = Callable[[dict[str, Any], int], dict[str, float]]
 
 
-def held_out_loss(s: Setup, params: dict[str, Any]) -> float:
-    """The mean loss over `eval.steps` batches of the validation split (the same batches at every step)."""
+def held_out_loss(s: Setup, params: dict[str, Any]) -> float | None:
+    """The mean loss over `eval.steps` batches of the validation split (the same batches at every step); None
+    when the mixture yields no validation rows (seqio rates tasks by training examples: a run with none, such
+    as a sweep's amount-0 baseline, has no validation mixture either)."""
     stream = make_stream(s.config, s.data_name, s.bos_id, "validation")
     total, weight = 0.0, 0.0
     for _ in range(s.config.eval.steps):
-        loss_sum, w = s.eval_fn(params, global_batch(next(stream), s.batch_sharding))
+        try:
+            rows = next(stream)
+        except StopIteration:
+            break
+        loss_sum, w = s.eval_fn(params, global_batch(rows, s.batch_sharding))
         total, weight = total + float(loss_sum), weight + float(w)
-    return total / max(weight, 1.0)
+    if weight == 0:
+        log.warning("held-out loss: no validation rows in %s; not reported", s.data_name or "the data")
+        return None
+    return total / weight
 
 
 def generation_eval(s: Setup, workdir: epath.Path, tokenizer_spec: str) -> GenerationEval:
@@ -49,32 +61,41 @@ def generation_eval(s: Setup, workdir: epath.Path, tokenizer_spec: str) -> Gener
     def run(params: dict[str, Any], step: int) -> dict[str, float]:
         model = nnx.merge(s.graphdef, params)
         results = evaluate(eval_cfg, f"{workdir}@step{step}", workdir / "eval" / f"step_{step}" / name,
-                           workdir / RESULTS_FILENAME, loaded=(model, tokenizer, s.mesh, s.rules), step=step)
+                           workdir / RESULTS_FILENAME, parse_tags(s.config.eval.tags),
+                           loaded=(model, tokenizer, s.mesh, s.rules), step=step)
         return {f"gen/{r['name']}": r["value"] for r in results}
 
     return run
 
 
-def due_evaluations(config: ConfigDict, step: int) -> set[str]:
+def generation_wanted(config: ConfigDict) -> bool:
+    """Whether the run evaluates `eval.generate_config` at all (every N steps, or at the end)."""
+    return bool(config.eval.generate_config) and bool(config.eval.generate_every_steps or config.eval.at_end)
+
+
+def due_evaluations(config: ConfigDict, step: int, total_steps: int) -> set[str]:
     """Which evaluations step `step` runs: "loss" (held-out loss) and/or "generate" (`eval.generate_config`)."""
     every = {"loss": config.eval.every_steps, "generate": config.eval.generate_every_steps}
-    return {name for name, n in every.items() if n and step % n == 0}
+    due = {name for name, n in every.items() if n and step % n == 0}
+    if config.eval.at_end and step == total_steps:
+        due |= {"loss", "generate"} if config.eval.generate_config else {"loss"}
+    return due
 
 
 def run_evaluations(s: Setup, params: dict[str, Any], step: int, which: set[str],
                     generation: GenerationEval | None) -> dict[str, float]:
     results = {}
-    if "loss" in which:
-        results["eval_loss"] = held_out_loss(s, params)
+    if "loss" in which and (loss := held_out_loss(s, params)) is not None:
+        results["eval_loss"] = loss
     if "generate" in which and generation:
         results.update(generation(params, step))
     return results
 
 
-def unfinished_evaluations(config: ConfigDict, metrics_path: epath.Path, step: int) -> set[str]:
+def unfinished_evaluations(config: ConfigDict, metrics_path: epath.Path, step: int, total_steps: int) -> set[str]:
     """Evaluations due at `step` that `metrics_path` does not hold (preempted or killed during them). Process 0
     reads the file and every host takes its answer, since evaluations run collectives on all of them."""
-    due = sorted(due_evaluations(config, step))
+    due = sorted(due_evaluations(config, step, total_steps))
     missing = np.zeros(len(due), np.int32)
     if jax.process_index() == 0 and due:
         rows = [row for row in read_jsonl(metrics_path, torn_tail_ok=True) if row.get("step") == step]

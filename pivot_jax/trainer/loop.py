@@ -115,9 +115,11 @@ def train(config: ConfigDict, workdir: PathLike) -> dict[str, float]:
             metrics_log.close()
         watch.restore()
     if jax.process_index() == 0:
-        report = write_report([workdir], workdir)[0] if config.eval.generate_every_steps else None
+        report = write_report([workdir], workdir)[0] if evals.generation_wanted(config) else None
         start = next((row for row in read_jsonl(workdir / "metrics.jsonl", torn_tail_ok=True) if row["step"] == 0),
                      None)
+        if step == 0 and start:  # train.steps=0: the starting weights' evaluations are the results
+            last, start = {k: v for k, v in start.items() if k != "step"}, None
         print(results_table(workdir, step, last, checkpointer.latest_step(), report, start))
         write_status(workdir, "finished", checkpointer.latest_step())
     return last
@@ -136,8 +138,8 @@ def _loop(s: Setup, workdir: epath.Path, state: dict[str, Any], start_step: int,
              f"{s.model_cfg.num_params():,}", dict(s.mesh.shape), total_steps, tokens_per_step)
 
     generation = None
-    if config.eval.generate_every_steps:
-        spec = tokenizer_spec(config.data, config.model, needed_for="eval.generate_every_steps")
+    if evals.generation_wanted(config):
+        spec = tokenizer_spec(config.data, config.model, needed_for="eval.generate_config")
         generation = evals.generation_eval(s, workdir, spec)
     _evaluate_start(s, workdir, state, start_step, generation, metrics_log, watch)
 
@@ -153,7 +155,7 @@ def _loop(s: Setup, workdir: epath.Path, state: dict[str, Any], start_step: int,
             window_steps += 1
             pending.append((step, metrics))
             # Evaluation steps are logged steps too, so their cadence does not depend on log_every_steps.
-            due = evals.due_evaluations(config, step)
+            due = evals.due_evaluations(config, step, total_steps)
             log_now = step % config.train.log_every_steps == 0 or step == total_steps or bool(due)
             save_due = checkpointer.due(step) or step == total_steps
             if step == start_step + 1 and not log_now:  # compilation is not throughput
@@ -210,8 +212,10 @@ def _evaluate_start(s: Setup, workdir: epath.Path, state: dict[str, Any], start_
         before = {"loss", "generate"} if generation and config.eval.generate_at_start else set()
         if not config.eval.every_steps:
             before.discard("loss")
+        if config.train.steps == 0:  # nothing to train: the evaluations of the starting weights (a baseline)
+            before |= evals.due_evaluations(config, 0, 0)
     else:
-        before = evals.unfinished_evaluations(config, workdir / "metrics.jsonl", start_step)
+        before = evals.unfinished_evaluations(config, workdir / "metrics.jsonl", start_step, config.train.steps)
         if before:
             log.info("redoing the evaluation of step %d (%s), cut short before it finished", start_step,
                      ", ".join(sorted(before)))
