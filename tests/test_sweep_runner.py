@@ -116,3 +116,33 @@ def test_preempted_points_are_resubmitted_and_running_ones_reattached(tmp_path):
     assert points["tiny-seed0"]["attempts"] == 2 and points["tiny-seed2"]["attempts"] == 1  # never restarted
     table = progress_table(directory, sweep.points, SweepState.load(directory, sweep.source), 1)
     assert table.splitlines()[-1] == "3 done"
+
+
+def test_a_killed_sweep_command_reattaches_to_its_running_point(tmp_path):
+    """The sweep command dies (SIGKILL) while a point trains; the same command again finds the point's process
+    still at work, waits for it instead of starting it again, and records it done."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    slow = TINY.replace('[("seed", [0, 1]), ("optimizer.lr", [0.01, -1.0])]', '[("seed", [0])]')
+    (tmp_path / "slow_sweep.py").write_text(slow.replace('s.steps = "steps", 3', 's.steps = "steps", 400'))
+    directory = tmp_path / "sweep"
+    command = [sys.executable, "-m", "pivot_jax.sweep", "--config", str(tmp_path / "slow_sweep.py"), "--workdir",
+               str(directory)]
+    first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = directory / "points" / "tiny-seed0" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 3) and time.time() < deadline:
+        time.sleep(0.5)  # the point is training
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    job = json.loads((directory / "sweep.json").read_text())["points"]["tiny-seed0"]["job"]
+    assert os.path.exists(f"/proc/{job.split(':')[0]}")  # the point outlived its sweep command
+
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "still running" in again.stderr and "reattached" in again.stderr
+    record = json.loads((directory / "sweep.json").read_text())["points"]["tiny-seed0"]
+    assert record["status"] == "done" and record["attempts"] == 1 and record["job"] == job
