@@ -128,3 +128,34 @@ def test_resume_differences_name_run_defining_keys_only():
     del saved["data"]["tfds_dir"]  # an older schema without the key: not compared
     config.data.tfds_dir = "/x"
     assert resume_differences(saved, config) == ["train.epochs: saved 0.0, now 2.0"]
+
+
+def test_pairs_eval_is_exactly_what_training_held_out():
+    """configs/eval/pairs.py scores the Tatoeba pairs `data.validation_fraction` kept out of training: the same
+    pairs, none of the training ones (configs/sweeps/tatoeba.py evaluates its points on them)."""
+    from pivot_jax.config import load_config_file
+    from pivot_jax.data.mixtures import translation_pairs
+    from pivot_jax.eval.items import build_items
+
+    tatoeba = CONFIGS.parents[1] / "shared" / "data" / "tatoeba_parallel"
+    if not tatoeba.exists():
+        pytest.skip(f"{tatoeba} is absent")
+    data = base_config().data
+    data.parallel_source = f"{tatoeba}/tatoeba.en-{{lang}}.en"
+    data.parallel_target = f"{tatoeba}/tatoeba.en-{{lang}}.{{lang}}"
+    data.validation_fraction = 0.02
+    split = translation_pairs(data, "es")
+    items = build_items(load_config_file(f"{CONFIGS}/eval/pairs.py:tgt=es,src_file={tatoeba}/tatoeba.en-es.en,"
+                                         f"tgt_file={tatoeba}/tatoeba.en-es.es,held_out=0.02"))
+    assert sorted((i.source, i.references[0]) for i in items) == sorted((s, t) for _, s, t in split["validation"])
+    assert 80 < len(items) < 120 and not {(s, t) for _, s, t in split["train"]} & {(i.source, i.references[0])
+                                                                                  for i in items}
+
+
+def test_sweep_files_load():
+    from pivot_jax.sweep.spec import load_sweep
+
+    assert len(load_sweep(f"{CONFIGS}/sweeps/quickstart.py").points) == 12
+    tatoeba = load_sweep(f"{CONFIGS}/sweeps/tatoeba.py:data=DATA")
+    assert len(tatoeba.points) == 14 and tatoeba.points[1].overrides["eval.generate_config"].endswith(
+        "tgt=es,src_file=DATA/tatoeba.en-es.en,tgt_file=DATA/tatoeba.en-es.es,held_out=0.02")
