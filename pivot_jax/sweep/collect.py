@@ -43,11 +43,12 @@ def collect(sweep: Sweep, directory: PathLike) -> tuple[epath.Path, epath.Path, 
         status = workdir / "status.json"
         if not status.exists() or read_json(status).get("state") != "finished":
             continue
-        compute = _compute(workdir)
+        config = ConfigDict(read_json(workdir / "config.json"))
+        compute = _compute(config)
         coordinates = {"point": point.name, **{k: point.values.get(k, "") for k in FIXED[1:]},
                        **{k: point.values[k] for k in extra}}
         wall = round(state.point(point.name).wall_s, 1)
-        for metric, value, samples in _metrics(workdir, compute["steps"]):
+        for metric, value, samples in _metrics(workdir, config):
             rows.append({**coordinates, "metric": metric, "value": value, "samples": samples, **compute,
                          "wall_s": wall})
     columns = [*FIXED, *extra, *MEASURES]
@@ -61,23 +62,21 @@ def collect(sweep: Sweep, directory: PathLike) -> tuple[epath.Path, epath.Path, 
     return csv_path, jsonl_path, len(rows)
 
 
-def _compute(workdir: epath.Path) -> dict[str, Any]:
-    config = ConfigDict(read_json(workdir / "config.json"))
+def _compute(config: ConfigDict) -> dict[str, Any]:
     steps = int(config.train.steps)
     tokens = steps * config.train.global_batch_size * config.train.seq_len
     per_token = throughput.training_flops_per_token(model_config(config.model), config.train.seq_len)
     return {"steps": steps, "tokens": tokens, "flops": float(per_token * tokens)}
 
 
-def _metrics(workdir: epath.Path, steps: int) -> list[tuple[str, float, int]]:
+def _metrics(workdir: epath.Path, config: ConfigDict) -> list[tuple[str, float, int]]:
     """(metric, value, samples) of the final evaluation and the final held-out loss."""
     results = read_results(workdir / RESULTS_FILENAME)
     final = max((r.step for r in results if r.step is not None), default=None)
     out = [(r.metric, r.value, r.samples) for r in results if r.step == final]
-    config = read_json(workdir / "config.json")
     held_out = [row for row in read_jsonl(workdir / "metrics.jsonl", torn_tail_ok=True)
-                if row.get("step") == steps and "eval_loss" in row]
+                if row.get("step") == config.train.steps and "eval_loss" in row]
     if held_out:
-        rows = config["eval"]["steps"] * config["train"]["global_batch_size"]
+        rows = config.eval.steps * config.train.global_batch_size
         out.append(("eval_loss", held_out[-1]["eval_loss"], rows))
     return out
