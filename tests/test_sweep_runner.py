@@ -4,10 +4,11 @@ isolated and named, results collected), and the executor protocol's preempted an
 import json
 import os
 
+from pivot_jax.launch.job import JobState
+from pivot_jax.launch.local import LocalExecutor
 from pivot_jax.paths import as_path
 from pivot_jax.run_status import write_status
 from pivot_jax.sweep.collect import collect
-from pivot_jax.sweep.executor import JobState, LocalExecutor
 from pivot_jax.sweep.runner import point_workdir, progress_table, run_sweep
 from pivot_jax.sweep.spec import load_sweep
 from pivot_jax.sweep.state import SweepState

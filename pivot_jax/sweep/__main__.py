@@ -1,6 +1,7 @@
 """Sweeps of training runs, then their results table, fits and allocation.
 
-  python -m pivot_jax.sweep --config configs/sweeps/FILE.py[:ARGS] --workdir DIR [--backend local] [--parallel N]
+  python -m pivot_jax.sweep --config configs/sweeps/FILE.py[:ARGS] --workdir DIR [--backend local] [--backend_option K=V]...
+      [--parallel N]
       [--dry_run] [--only NAME_GLOB]
   python -m pivot_jax.sweep collect DIR
 
@@ -24,9 +25,9 @@ from absl import app, flags
 
 from pivot_jax.cli import Command
 from pivot_jax.jsonl import read_json
+from pivot_jax.launch.backends import BACKENDS, make_executor, parse_options
 from pivot_jax.paths import as_path
 from pivot_jax.sweep.collect import collect
-from pivot_jax.sweep.executor import BACKENDS, make_executor
 from pivot_jax.sweep.runner import point_workdir, run_sweep, train_command
 from pivot_jax.sweep.spec import Sweep, load_sweep
 from pivot_jax.sweep.state import FILENAME as STATE_FILENAME
@@ -36,6 +37,7 @@ def _define_flags() -> None:
     flags.DEFINE_string("config", None, "the sweep file, configs/sweeps/FILE.py[:ARGS]")
     flags.DEFINE_string("workdir", None, "the sweep's directory: points/, sweep.json, results, fits")
     flags.DEFINE_enum("backend", "local", sorted(BACKENDS), "where points run")
+    flags.DEFINE_multi_string("backend_option", [], "KEY=VALUE for the backend (repeatable), e.g. partition=gpu")
     flags.DEFINE_integer("parallel", None, "points at a time (default: the sweep file's `parallel`)")
     flags.DEFINE_bool("dry_run", False, "print every point's training command and exit")
     flags.DEFINE_string("only", None, "run only the points whose name matches this glob, e.g. '*-es-*'")
@@ -58,7 +60,7 @@ def _sweep(f: Any, action: str = "", directory: str = "") -> None:
             if only(point.name):
                 print(shlex.join(train_command(sweep, point, point_workdir(as_path(f.workdir), point))))
         return
-    executor = make_executor(f.backend, f.parallel or sweep.config.parallel)
+    executor = make_executor(f.backend, f.parallel or sweep.config.parallel, parse_options(f.backend_option))
     summary = run_sweep(sweep, f.workdir, executor, only)
     print(f"\n{len(summary.skipped)} finished before, {len(summary.done)} finished now, {len(summary.failed)} failed")
     for name, log in summary.failed.items():

@@ -18,12 +18,12 @@ from collections.abc import Callable, Sequence
 from etils import epath
 
 from pivot_jax.jsonl import read_json, read_jsonl
+from pivot_jax.launch.job import Executor
 from pivot_jax.paths import PathLike, as_path
 from pivot_jax.preemption import PREEMPTED_EXIT_CODE
 from pivot_jax.results import FILENAME as RESULTS_FILENAME
 from pivot_jax.results import append_results, read_results
 from pivot_jax.run_status import read_status
-from pivot_jax.sweep.executor import Executor
 from pivot_jax.sweep.spec import Point, Sweep, train_config_of
 from pivot_jax.sweep.state import PointState, SweepState
 

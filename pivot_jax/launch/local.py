@@ -1,41 +1,15 @@
-"""Where points run: one small interface, one class per backend.
-
-    job = executor.submit(name, command, log, env)   # a job id the sweep state keeps
-    executor.poll(job)                                # JobState(running, returncode or None when not known)
-    executor.cancel(job)
-
-A job id must survive the sweep command: a restarted sweep polls the jobs its state names and reattaches to
-those still running instead of starting them again. Backends: `local` (processes on this machine, here);
-SLURM and TPU VMs implement the same three calls.
-"""
+"""The `local` backend: points as processes of this machine."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
-from typing import Protocol
 
 from etils import epath
 
-
-@dataclasses.dataclass(frozen=True)
-class JobState:
-    running: bool
-    returncode: int | None = None  # None: ended, but this process did not start it (the point's status.json says)
-
-
-class Executor(Protocol):
-    name: str
-    slots: int  # points that may run at once
-
-    def submit(self, name: str, command: Sequence[str], log: epath.Path, env: Mapping[str, str]) -> str: ...
-
-    def poll(self, job: str) -> JobState: ...
-
-    def cancel(self, job: str) -> None: ...
+from pivot_jax.launch.job import JobState
 
 
 class LocalExecutor:
@@ -79,12 +53,3 @@ def _start_time(pid: int) -> str:
         return ""
     fields = stat[stat.rindex(")") + 2:].split()  # after the command name, which may hold spaces
     return "" if fields[0] == "Z" else fields[19]
-
-
-BACKENDS = {"local": LocalExecutor}
-
-
-def make_executor(backend: str, slots: int) -> Executor:
-    if backend not in BACKENDS:
-        raise ValueError(f"--backend must be one of {sorted(BACKENDS)}, got {backend!r}")
-    return BACKENDS[backend](slots)

@@ -1,0 +1,1 @@
+"""Where work runs: this machine, SLURM clusters (submitit), Cloud TPU VMs and pod slices (gcloud), GKE (xpk)."""
