@@ -37,6 +37,7 @@ setup(
         "py3langid>=0.4,<0.5",
         "matplotlib>=3.9,<4",  # report plots
         "scipy>=1.13,<2",  # scaling-law fits (bounded Huber least squares) and allocation (SLSQP, root finding)
+        "submitit>=1.5.4,<1.6",  # SLURM jobs and arrays; launch --dry_run uses its private sbatch writer (1.5)
     ],
     extras_require={
         # Parity tests build reference models with PyTorch (CPU) + transformers; no weights are downloaded.

@@ -70,7 +70,7 @@ def base_config() -> ConfigDict:
     c.eval.every_steps = 0  # held-out loss every N steps when the data has a validation split (0 = off)
     c.eval.steps = 4  # batches per held-out evaluation
     c.eval.generate_every_steps = 0  # run `generate_config` on the current weights every N steps (0 = off)
-    c.eval.generate_config = ""  # an eval config, e.g. "configs/eval/cldr.py:tgt=es,limit=50"
+    c.eval.generate_config = ""  # an eval config, e.g. "configs/eval/cldr.py:tgt=es,limit=50"; several: ";" between
     c.eval.generate_at_start = False  # also evaluate the starting weights (step 0): the "before" of report.md
     c.eval.at_end = False  # also run the held-out loss and `generate_config` at the last step (sweep points)
     c.eval.tags = ""  # "KEY=VALUE,..." recorded with this run's results-index records (e.g. "language=es,amount=100")

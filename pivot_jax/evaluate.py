@@ -21,7 +21,7 @@ from pivot_jax.eval.run import JudgeOptions, evaluate, protocol_name
 
 
 def _evaluate_from_flags(f: Any) -> None:
-    distributed.initialize(f.coordinator_address, f.num_processes, f.process_id)
+    distributed.initialize_from_flags(f)
     tags = dict(tag.split("=", 1) for tag in f.tag)
     output = f.output or f"runs/eval/{protocol_name(f.config).replace('/', '_')}"
     judge = None

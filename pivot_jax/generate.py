@@ -1,6 +1,7 @@
 """Generate with a model: `python -m pivot_jax.generate --model SPEC --prompt "..." [--max_new_tokens N] [--chat]`.
 
 SPEC is hf:DIR, gguf:FILE, orbax:DIR or run:WORKDIR[@STEP]; decoding is `pivot_jax.decode`.
+On several hosts it takes the multi-host flags of `train` and `evaluate` (`pivot_jax.distributed`).
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ def _define_flags() -> None:
     flags.DEFINE_float("top_p", 1.0, "sample from the smallest set of tokens with this much probability")
     flags.DEFINE_integer("seed", 0, "sampling seed")
     flags.DEFINE_string("dtype", None, "compute dtype, e.g. bfloat16 (default: the model's)")
+    distributed.define_flags()
     flags.mark_flags_as_required(["model", "prompt"])
 
 
 def _generate(f: Any) -> None:
-    distributed.initialize()  # auto-detected on TPU VM pods and SLURM jobs; the prompts go to every host
+    distributed.initialize_from_flags(f)  # the prompts go to every host
     pretrained = load_pretrained(f.model, dtype=f.dtype)
     start = time.perf_counter()
     texts, counts = pretrained.generate_with_counts(

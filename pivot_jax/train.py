@@ -28,7 +28,7 @@ def _define_flags() -> None:
 
 
 def _train(f: Any) -> None:
-    distributed.initialize(f.coordinator_address, f.num_processes, f.process_id)
+    distributed.initialize_from_flags(f)
     try:
         train(f.config, f.workdir)
     except Preempted:

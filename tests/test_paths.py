@@ -1,20 +1,25 @@
-"""The path layer: appends and atomic writes on a local disk and on an object store, and the trainer, evaluate
-and report with a `gs://` workdir (a local GCS emulator: tests/gcs_emulator.py)."""
+"""The path layer: appends and atomic writes on a local disk and on an object store, and the trainer, evaluate,
+report and a sweep with `gs://` directories (a local GCS emulator: tests/gcs_emulator.py)."""
 
 import json
 import os
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tiny_sweep import write_tiny_sweep
 
 from pivot_jax.checkpoint import saved_steps
 from pivot_jax.config import base_config, load_config_file
 from pivot_jax.eval.run import evaluate
 from pivot_jax.jsonl import Appender, read_jsonl
+from pivot_jax.launch.local import LocalExecutor
 from pivot_jax.paths import AppendFile, absolute, as_path, write_text_atomic
 from pivot_jax.report import main as report_command
 from pivot_jax.results import read_results
 from pivot_jax.run_status import read_status
+from pivot_jax.sweep.collect import collect
+from pivot_jax.sweep.runner import run_sweep
+from pivot_jax.sweep.spec import load_sweep
 from pivot_jax.trainer import loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -115,3 +120,16 @@ def test_generation_evaluations_and_report_in_a_bucket(gcs_workdir, tmp_path, mo
     assert "@ step 0" in capsys.readouterr().out
     assert "| chrf++ |" in (gcs_workdir / "report_again" / "report.md").read_text()
     assert os.listdir(tmp_path) == []
+
+
+def test_a_sweep_runs_and_collects_in_a_bucket(gcs_workdir, tmp_path):
+    """A sweep directory on GCS (what the TPU backend needs): points train there, sweep.json and the results
+    index are kept there, and `collect` reads the points back from it."""
+    sweep_file = write_tiny_sweep(tmp_path, name="gcs", axes='[("seed", [0])]', steps=2)
+    sweep = load_sweep(sweep_file)
+    summary = run_sweep(sweep, gcs_workdir, LocalExecutor(1), poll_s=0.2)
+    assert summary.done == ["gcs-seed0"] and not summary.failed
+    assert json.loads((gcs_workdir / "sweep.json").read_text())["points"]["gcs-seed0"]["status"] == "done"
+    csv_path, _, rows = collect(load_sweep(sweep_file), str(gcs_workdir))
+    assert str(csv_path).startswith("gs://") and rows == 1
+    assert csv_path.read_text().splitlines()[1].startswith("gcs-seed0,,,0,eval_loss,")

@@ -4,10 +4,14 @@ isolated and named, results collected), and the executor protocol's preempted an
 import json
 import os
 
+import pytest
+from tiny_sweep import write_tiny_sweep
+
 from pivot_jax.launch.job import JobState
 from pivot_jax.launch.local import LocalExecutor
 from pivot_jax.paths import as_path
 from pivot_jax.run_status import write_status
+from pivot_jax.sweep.__main__ import main as sweep_main
 from pivot_jax.sweep.collect import collect
 from pivot_jax.sweep.runner import point_workdir, progress_table, run_sweep
 from pivot_jax.sweep.spec import load_sweep
@@ -15,24 +19,11 @@ from pivot_jax.sweep.state import SweepState
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-TINY = f"""
-from pivot_jax.sweep.spec import sweep_config
-
-def get_config(arg=None):
-    s = sweep_config()
-    s.name = "tiny"
-    s.train_config = "{REPO}/configs/tiny.py"
-    s.overrides = [("train.global_batch_size", 8), ("train.seq_len", 32), ("train.log_every_steps", 1),
-                   ("checkpoint.every_steps", 0), ("checkpoint.async_save", False), ("eval.steps", 1)]
-    s.axes = [("seed", [0, 1]), ("optimizer.lr", [0.01, -1.0])]  # lr -1: the trainer refuses it
-    s.compute, s.steps = "steps", 3
-    return s
-"""
 
 
 def test_local_sweep_runs_skips_finished_points_and_isolates_failures(tmp_path):
-    (tmp_path / "tiny_sweep.py").write_text(TINY)
-    sweep = load_sweep(str(tmp_path / "tiny_sweep.py"))
+    # lr -1: the trainer refuses it
+    sweep = load_sweep(write_tiny_sweep(tmp_path, '[("seed", [0, 1]), ("optimizer.lr", [0.01, -1.0])]'))
     directory = tmp_path / "sweep"
     summary = run_sweep(sweep, directory, LocalExecutor(2), poll_s=0.2)
     assert sorted(summary.done) == ["tiny-seed0-lr0.01", "tiny-seed1-lr0.01"]
@@ -87,9 +78,7 @@ class ScriptedExecutor:
 
 
 def test_preempted_points_are_resubmitted_and_running_ones_reattached(tmp_path):
-    (tmp_path / "tiny_sweep.py").write_text(TINY.replace('[("seed", [0, 1]), ("optimizer.lr", [0.01, -1.0])]',
-                                                         '[("seed", [0, 1, 2])]'))
-    sweep = load_sweep(str(tmp_path / "tiny_sweep.py"))
+    sweep = load_sweep(write_tiny_sweep(tmp_path, '[("seed", [0, 1, 2])]'))
     directory = as_path(tmp_path / "sweep")
     directory.mkdir()
     state = SweepState(directory / "sweep.json", sweep.source, {})
@@ -127,10 +116,9 @@ def test_a_killed_sweep_command_reattaches_to_its_running_point(tmp_path):
     import sys
     import time
 
-    slow = TINY.replace('[("seed", [0, 1]), ("optimizer.lr", [0.01, -1.0])]', '[("seed", [0])]')
-    (tmp_path / "slow_sweep.py").write_text(slow.replace('s.steps = "steps", 3', 's.steps = "steps", 400'))
+    slow = write_tiny_sweep(tmp_path, '[("seed", [0])]', steps=400)
     directory = tmp_path / "sweep"
-    command = [sys.executable, "-m", "pivot_jax.sweep", "--config", str(tmp_path / "slow_sweep.py"), "--workdir",
+    command = [sys.executable, "-m", "pivot_jax.sweep", "--config", slow, "--workdir",
                str(directory)]
     first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = directory / "points" / "tiny-seed0" / "metrics.jsonl"
@@ -147,3 +135,30 @@ def test_a_killed_sweep_command_reattaches_to_its_running_point(tmp_path):
     assert "still running" in again.stderr and "reattached" in again.stderr
     record = json.loads((directory / "sweep.json").read_text())["points"]["tiny-seed0"]
     assert record["status"] == "done" and record["attempts"] == 1 and record["job"] == job
+
+
+def test_an_allocation_check_trains_both_splits_and_compares_with_the_prediction(tmp_path, capfd):
+    """The loop closed for real: `--check_allocation` trains MuIT on the allocated and the uniform amounts (the
+    quickstart sweep's model, a few steps), scores each language, collects, and `scaling check` compares."""
+    allocation = tmp_path / "allocation.json"
+    allocation.write_text(json.dumps({
+        "budget": 60, "metric": "chrf++", "amounts": {"es": 45, "zh": 15}, "uniform_amounts": {"es": 30, "zh": 30},
+        "predicted": {"es": 5.0, "zh": 2.0}, "uniform_predicted": {"es": 4.0, "zh": 2.5}, "gain": 0.5,
+        "gain_ci": [0.1, 0.9], "weights": {"es": 1.0, "zh": 1.0}, "higher_is_better": True}))
+    directory = tmp_path / "check"
+    sweep_main(["--config", f"{REPO}/configs/sweeps/quickstart.py:langs=es+zh,epochs=1", "--workdir", str(directory),
+                "--check_allocation", str(allocation), "--parallel", "2"])
+    out = capfd.readouterr().out
+    assert "0 finished before, 2 finished now, 0 failed" in out
+    rows = [json.loads(line) for line in (directory / "results.jsonl").read_text().splitlines()]
+    chrf = {(r["split"], r["language"]): r["amount"] for r in rows if r["metric"] == "chrf++"}
+    assert chrf == {("allocated", "es"): 45, ("allocated", "zh"): 15, ("uniform", "es"): 30, ("uniform", "zh"): 30}
+    loss = [r for r in rows if r["metric"] == "eval_loss"]
+    assert len(loss) == 2 and all(r["language"] == "" and r["value"] > 0 for r in loss)
+    record = json.loads((directory / "check" / "check.json").read_text())
+    measured = record["splits"]["allocated"]["measured"]
+    assert set(measured) == {"es", "zh"} and record["predicted_gain"] == 0.5
+    assert record["measured_gain"] == pytest.approx(
+        sum(measured.values()) - sum(record["splits"]["uniform"]["measured"].values()))
+    assert "gain of the allocation over the uniform split: predicted +0.5 [0.1, 0.9], measured" in out
+    assert json.loads((directory / "sweep.json").read_text())["allocation"] == str(allocation)

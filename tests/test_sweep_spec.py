@@ -1,9 +1,14 @@
-"""Sweep files: the grid of points, their names, the overrides each point trains with, and bad sweep files."""
+"""Sweep files: the grid of points, their names, the overrides each point trains with, bad sweep files, and the
+MuIT points that check an allocation."""
+
+import json
 
 import pytest
 
 from pivot_jax.errors import ConfigError
+from pivot_jax.jsonl import DataError
 from pivot_jax.sweep.spec import load_sweep, point_name, train_config_of
+from pivot_jax.sweep.state import SweepState
 
 BODY = """
 from pivot_jax.sweep.spec import sweep_config
@@ -71,3 +76,49 @@ def test_a_training_config_is_not_a_sweep_file():
 
 def test_point_names_are_path_safe():
     assert point_name("s", {"language": "zh", "data.tfds_dir": "gs://b/x"}) == "s-zh-tfds_dirgs_b_x"
+
+
+def _allocation(tmp_path, amounts, uniform):
+    path = tmp_path / "allocation.json"
+    path.write_text(json.dumps({"budget": 300, "amounts": amounts, "uniform_amounts": uniform, "metric": "chrf++"}))
+    return str(path)
+
+
+def test_an_allocation_check_trains_muit_on_both_splits_and_scores_every_language(tmp_path):
+    allocation = _allocation(tmp_path, {"es": 300, "zh": 0}, {"es": 150, "zh": 150})
+    sweep = load_sweep(sweep_file(tmp_path), allocation)
+    assert sweep.allocation == allocation
+    assert [p.name for p in sweep.points] == ["coit-check-allocated-seed0", "coit-check-uniform-seed0"]
+    allocated, uniform = (p.overrides for p in sweep.points)
+    assert allocated["data.method"] == "muit" and allocated["eval.tags"] == "split=allocated,seed=0"
+    # a language given no pairs is left out of the mixture and still scored
+    assert (allocated["data.langs"], allocated["data.translation_amount"]) == ("es", "es:300")
+    assert (uniform["data.langs"], uniform["data.translation_amount"]) == ("es,zh", "es:150,zh:150")
+    assert allocated["eval.generate_config"] == ("configs/eval/cldr.py:tgt=es,limit=8;"
+                                                 "configs/eval/cldr.py:tgt=zh,limit=8")
+    assert allocated["train.epochs"] == "3.0" and allocated["optimizer.lr"] == "0.001"
+
+
+@pytest.mark.parametrize("amounts, uniform, message", [
+    ({"es": 300}, None, "field 'uniform_amounts' should map languages to pair counts"),
+    ({"es": -1}, {"es": 150}, "field 'amounts' should map"),
+    ({"es": 300}, {"zh": 300}, "name different languages"),
+])
+def test_a_bad_allocation_file_is_named(tmp_path, amounts, uniform, message):
+    with pytest.raises(ConfigError, match=message):
+        load_sweep(sweep_file(tmp_path), _allocation(tmp_path, amounts, uniform))
+
+
+def test_a_check_and_its_sweep_never_share_a_directory(tmp_path):
+    state = SweepState.load(tmp_path, "sweep.py")
+    state.save()
+    with pytest.raises(DataError, match="holds a sweep, not the check of a.json; give it its own --workdir"):
+        SweepState.load(tmp_path, "sweep.py", "a.json")
+    SweepState(tmp_path / "sweep.json", "sweep.py", {}, "a.json").save()
+    assert SweepState.load(tmp_path, "sweep.py", "a.json").allocation == "a.json"
+
+
+def test_an_allocation_check_needs_one_value_of_the_other_axes(tmp_path):
+    extra = '    s.axes = [("language", ["es"]), ("amount", [10]), ("optimizer.lr", [0.1, 0.01])]'
+    with pytest.raises(ConfigError, match="axis 'optimizer.lr' has 2 values; an allocation check trains at one"):
+        load_sweep(sweep_file(tmp_path, extra), _allocation(tmp_path, {"es": 300}, {"es": 300}))

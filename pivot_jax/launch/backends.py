@@ -10,6 +10,8 @@ from collections.abc import Callable, Mapping
 from pivot_jax.errors import ConfigError
 from pivot_jax.launch.job import Executor
 from pivot_jax.launch.local import LocalExecutor
+from pivot_jax.launch.slurm import make_slurm_executor
+from pivot_jax.launch.tpu_executor import TpuExecutor
 
 
 def _local(slots: int, options: Mapping[str, str]) -> Executor:
@@ -18,7 +20,8 @@ def _local(slots: int, options: Mapping[str, str]) -> Executor:
     return LocalExecutor(slots)
 
 
-BACKENDS: dict[str, Callable[[int, Mapping[str, str]], Executor]] = {"local": _local}
+BACKENDS: dict[str, Callable[[int, Mapping[str, str]], Executor]] = {"local": _local, "slurm": make_slurm_executor,
+                                                                   "tpu": TpuExecutor}
 
 
 def make_executor(backend: str, slots: int, options: Mapping[str, str] | None = None) -> Executor:

@@ -3,6 +3,7 @@
     job = executor.submit(name, command, log, env)   # a job id the sweep state keeps
     executor.poll(job)                                # JobState(running, returncode or None when not known)
     executor.cancel(job)
+    executor.submit_batch([(name, command, log, env), ...])  # optional: several at once (SLURM: one job array)
 
 A job id must survive the sweep command: a restarted sweep polls the jobs its state names and reattaches to
 those still running instead of starting them again.

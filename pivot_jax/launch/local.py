@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 
 from etils import epath
 
 from pivot_jax.launch.job import JobState
+from pivot_jax.paths import is_url
 
 
 class LocalExecutor:
@@ -24,9 +26,13 @@ class LocalExecutor:
 
     def submit(self, name: str, command: Sequence[str], log: epath.Path, env: Mapping[str, str]) -> str:
         log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "ab") as out:  # the child inherits the descriptor; appended across attempts
-            process = subprocess.Popen(list(command), stdout=out, stderr=subprocess.STDOUT, env=dict(env),
-                                       start_new_session=True)  # a Ctrl-C of the sweep leaves its points running
+        if is_url(log):  # an object cannot be a process's stdout: a relay appends the output there
+            process = subprocess.Popen([sys.executable, "-m", "pivot_jax.launch.relay", os.fspath(log), "--",
+                                        *command], env=dict(env), start_new_session=True)
+        else:
+            with open(log, "ab") as out:  # the child inherits the descriptor; appended across attempts
+                process = subprocess.Popen(list(command), stdout=out, stderr=subprocess.STDOUT, env=dict(env),
+                                           start_new_session=True)  # a Ctrl-C of the sweep leaves points running
         job = f"{process.pid}:{_start_time(process.pid)}"
         self._children[job] = process
         return job

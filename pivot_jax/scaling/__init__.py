@@ -5,9 +5,10 @@
     fit       robust fits, bootstrap intervals, leave-one-out and extrapolation errors, model selection
     joint     one exponent shared by every group (per-group scale), compared with the separate fits
     allocate  the amounts per language that maximise the weighted predicted metric under a budget
-    plots     fits.png and allocation.png
+    check     an allocation's predictions against the MuIT runs trained on it and on the uniform split
+    plots     fits.png, allocation.png and check.png
 
-`python -m pivot_jax.scaling fit | allocate` is the command over them.
+`python -m pivot_jax.scaling fit | allocate | check` is the command over them.
 """
 
 from __future__ import annotations

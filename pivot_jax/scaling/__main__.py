@@ -5,6 +5,7 @@ translation pairs across languages by them.
       [--law auto|xllama|power|power_offset|loglinear|loss] [--gamma es:1,zh:0.6] [--joint] --output DIR
   python -m pivot_jax.scaling allocate DIR/fits.json --budget 200000 [--weights es:1,zh:2]
       [--available es:100000,zh:50000] [--minimums es:1000] [--use_joint] --output DIR2
+  python -m pivot_jax.scaling check DIR2/allocation.json CHECK_RESULTS --output DIR3
 
 RESULTS is `pivot_jax.sweep collect`'s directory, its results.csv / results.jsonl, or any CSV or JSON-lines file
 with the columns named by --x and --group_by, `metric` and `value` (one row per point; seeds are separate points;
@@ -12,6 +13,9 @@ amount 0 is the baseline, plotted and never fitted). `fit` prints each group's l
 intervals, R² and errors, and writes DIR/fits.json and DIR/fits.png. `allocate` prints the amounts, the predicted
 metric per language and the gain over the uniform split, and writes DIR2/allocation.json, DIR2/allocation.png,
 DIR2/muit_override.txt (the configs/muit.py argument) and DIR2/muit_allocated.py (a config file calling it).
+`check` reads the results of MuIT runs on the allocated and the uniform amounts (`pivot_jax.sweep
+--check_allocation`: a `split` column) and prints measured against predicted per language and the two gains;
+writes DIR3/check.json and DIR3/check.png.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from absl import app, flags
 from pivot_jax.cli import Command, Subcommand
 from pivot_jax.scaling import ScalingError
 from pivot_jax.scaling.allocate import Allocation
+from pivot_jax.scaling.check import check_allocation, write_check
 from pivot_jax.scaling.fit import DEFAULT_BOOTSTRAP, Fit
 from pivot_jax.scaling.joint import JointFit
 from pivot_jax.scaling.laws import LAWS
@@ -155,11 +160,29 @@ def _allocate(f: Any, fits: str) -> None:
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
 
 
+def _check(f: Any, allocation: str, results: str) -> None:
+    check = check_allocation(allocation, results)
+    print(f"{check.metric} of MuIT at a budget of {check.budget:,} pairs: predicted by the laws, measured "
+          f"({'higher' if check.higher_is_better else 'lower'} is better)")
+    rows = [[lang, name, f"{split.amounts[lang]:,}", _fmt(split.predicted[lang]), _fmt(split.measured[lang]),
+             _fmt(split.measured[lang] - split.predicted[lang], "+.4g"), str(split.runs[lang])]
+            for lang in check.splits["allocated"].amounts for name, split in check.splits.items()]
+    print(_table(["language", "split", "pairs", "predicted", "measured", "measured - predicted", "runs"], rows))
+    ci = check.predicted_gain_ci
+    interval = f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""
+    print(f"gain of the allocation over the uniform split: predicted {_fmt(check.predicted_gain, '+.4g')}{interval}, "
+          f"measured {_fmt(check.measured_gain, '+.4g')}")
+    json_path, png_path = write_check(check, f.output)
+    print(f"\nwrote {json_path} and {png_path}")
+
+
 COMMAND = Command("pivot_jax.scaling", __doc__, _define_flags, [
     Subcommand("fit", _fit, "fit scaling laws to a results file -> DIR/fits.json, DIR/fits.png",
                required=("metric", "output")),
     Subcommand("allocate", _allocate, "split a pair budget across languages by fits.json -> DIR2/allocation.json",
                required=("budget", "output")),
+    Subcommand("check", _check, "an allocation's predictions against its MuIT runs' results -> DIR3/check.json",
+               required=("output",)),
 ])
 main = COMMAND.main
 

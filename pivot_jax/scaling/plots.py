@@ -1,8 +1,10 @@
 """fits.png (each group's points, fitted curve and bootstrap band on a log-x axis) and allocation.png (the chosen
-amounts and predicted metric against the uniform split), each written whole or not at all.
+amounts and predicted metric against the uniform split), check.png (predicted against measured, both splits),
+each written whole or not at all.
 
     plot_fits(points, fits, "out/fits.png", metric="chrf++", joint=joint_fits)
     plot_allocation(allocation, "out2/allocation.png", metric="chrf++")
+    plot_check({"allocated": (predicted, measured), "uniform": (...)}, "out3/check.png", "chrf++", "gain ...")
 """
 
 from __future__ import annotations
@@ -96,9 +98,11 @@ def plot_fits(points: Mapping[str, Points], fits: Mapping[str, Fit], path: PathL
     plt.close(fig)
 
 
-def _bars(ax: Any, langs: list[str], allocated: list[float], uniform: list[float], fmt: str) -> None:
+def _bars(ax: Any, langs: list[str], first: list[float], second: list[float], fmt: str,
+          labels: tuple[str, str] = ("allocated", "uniform"), colors: tuple[str, str] = ("C0", "C7")) -> None:
+    """Two bars per language, each with its number on top."""
     x = np.arange(len(langs))
-    for offset, values, label, color in ((-0.2, allocated, "allocated", "C0"), (0.2, uniform, "uniform", "C7")):
+    for offset, values, label, color in ((-0.2, first, labels[0], colors[0]), (0.2, second, labels[1], colors[1])):
         bars = ax.bar(x + offset, values, 0.4, label=label, color=color)
         for bar, v in zip(bars, values):
             ax.annotate(format(v, fmt), (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
@@ -118,6 +122,24 @@ def plot_allocation(allocation: Allocation, path: PathLike, metric: str = "") ->
           ".4g")
     ci = f" [{allocation.gain_ci[0]:.3g}, {allocation.gain_ci[1]:.3g}]" if allocation.gain_ci else ""
     right.set_title(f"predicted {metric} (gain {allocation.gain:+.3g}{ci})", fontsize=10)
+    fig.tight_layout()
+    save_png(fig, path)
+    plt.close(fig)
+
+
+def plot_check(splits: Mapping[str, tuple[Mapping[str, float], Mapping[str, float]]], path: PathLike,
+               metric: str = "", title: str = "") -> None:
+    """One panel per split (allocated, uniform) on a shared axis: predicted and measured `metric` per language."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(splits), figsize=(4.2 * len(splits), 3.6), sharey=True, squeeze=False)
+    for ax, (name, (predicted, measured)) in zip(axes.flat, splits.items()):
+        langs = list(predicted)
+        _bars(ax, langs, [predicted[g] for g in langs], [measured[g] for g in langs], ".3g",
+              labels=("predicted", "measured"), colors=("C7", "C0"))
+        ax.set_title(f"{name} split", fontsize=10)
+    axes.flat[0].set_ylabel(metric)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     save_png(fig, path)
     plt.close(fig)

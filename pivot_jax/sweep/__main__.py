@@ -1,7 +1,7 @@
 """Sweeps of training runs, then their results table, fits and allocation.
 
-  python -m pivot_jax.sweep --config configs/sweeps/FILE.py[:ARGS] --workdir DIR [--backend local] [--backend_option K=V]...
-      [--parallel N]
+  python -m pivot_jax.sweep --config configs/sweeps/FILE.py[:ARGS] --workdir DIR [--backend local|slurm|tpu]
+      [--backend_option K=V]... [--parallel N]
       [--dry_run] [--only NAME_GLOB]
   python -m pivot_jax.sweep collect DIR
 
@@ -10,6 +10,11 @@ step and appends to DIR/results_index.jsonl with its tags. The same command agai
 reattaches to running ones and resumes interrupted ones; a failed point is named with its log and the others go
 on. At the end: DIR/results.csv and results.jsonl (`collect`), and for the sweep file's `fit.metrics`
 `python -m pivot_jax.scaling fit` into DIR/fits/METRIC (and `allocate` into DIR/allocation with `fit.budget`).
+
+With --check_allocation (an allocation.json of `scaling allocate`) the same sweep file closes the loop instead:
+MuIT on the allocated amounts and on the uniform split of the same budget (points `NAME-check-allocated-seedS`,
+`NAME-check-uniform-seedS`, scored in every language), then `python -m pivot_jax.scaling check` prints the
+measured metric against the predicted one for both splits into DIR/check (check.json, check.png).
 """
 
 from __future__ import annotations
@@ -41,19 +46,22 @@ def _define_flags() -> None:
     flags.DEFINE_integer("parallel", None, "points at a time (default: the sweep file's `parallel`)")
     flags.DEFINE_bool("dry_run", False, "print every point's training command and exit")
     flags.DEFINE_string("only", None, "run only the points whose name matches this glob, e.g. '*-es-*'")
+    flags.DEFINE_string("check_allocation", None, "an allocation.json: train MuIT on its amounts and on the uniform "
+                        "split instead of the sweep's points, then compare measured with predicted")
 
 
 def _sweep(f: Any, action: str = "", directory: str = "") -> None:
     if action == "collect":
         if not directory:
             raise app.UsageError("collect takes the sweep's DIR")
-        _collect(load_sweep(_saved_source(directory)), directory)
+        _collect(load_sweep(*_saved_source(directory)), directory)
         return
     if action:
         raise app.UsageError(f"unknown action {action!r}: run a sweep with --config/--workdir, or `collect DIR`")
     if not f.config or not f.workdir:
         raise app.UsageError("a sweep needs --config and --workdir")
-    sweep = load_sweep(_absolute_source(f.config))
+    allocation = os.path.abspath(f.check_allocation) if f.check_allocation else ""
+    sweep = load_sweep(_absolute_source(f.config), allocation)
     only = (lambda name: fnmatch.fnmatchcase(name, f.only)) if f.only else (lambda name: True)
     if f.dry_run:
         for point in sweep.points:
@@ -66,7 +74,10 @@ def _sweep(f: Any, action: str = "", directory: str = "") -> None:
     for name, log in summary.failed.items():
         print(f"  failed: {name}  (log: {log})")
     _collect(sweep, f.workdir)
-    _fit(sweep, f.workdir)
+    if sweep.allocation:
+        _check(sweep.allocation, f.workdir)
+    else:
+        _fit(sweep, f.workdir)
     if summary.failed:
         raise SystemExit(1)  # the others are done; the same command retries the failed ones
 
@@ -92,6 +103,13 @@ def _fit(sweep: Sweep, directory: str) -> None:
         print(f"allocation: {output}/allocation.json, plot {output}/allocation.png")
 
 
+def _check(allocation: str, directory: str) -> None:
+    """`scaling check`: the allocation's predictions against what its MuIT runs measured."""
+    output = os.path.join(directory, "check")
+    _run([sys.executable, "-m", "pivot_jax.scaling", "check", allocation, directory, "--output", output])
+    print(f"check: {output}/check.json, plot {output}/check.png")
+
+
 def _run(command: list[str]) -> None:
     print("$ " + shlex.join(command[1:]).replace("-m ", "python -m ", 1), flush=True)
     result = subprocess.run(command, check=False)
@@ -105,14 +123,17 @@ def _absolute_source(spec: str) -> str:
     return os.path.abspath(path) + sep + arg
 
 
-def _saved_source(directory: str) -> str:
+def _saved_source(directory: str) -> tuple[str, str]:
+    """The sweep file (with its arguments) and the allocation it checks ("" for none) of a sweep directory."""
     state = as_path(directory) / STATE_FILENAME
     if not state.exists():
         raise FileNotFoundError(f"{state} does not exist: {directory} is not a sweep directory")
-    return read_json(state)["sweep"]
+    saved = read_json(state)
+    return saved["sweep"], saved.get("allocation", "")
 
 
-COMMAND = Command("pivot_jax.sweep", __doc__, _define_flags, _sweep, loggers=("pivot_jax.sweep",))
+COMMAND = Command("pivot_jax.sweep", __doc__, _define_flags, _sweep,
+                  loggers=("pivot_jax.sweep", "pivot_jax.launch"))
 main = COMMAND.main
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def run_sweep(sweep: Sweep, directory: PathLike, executor: Executor, only: Calla
               poll_s: float = 1.0, table_every_s: float = 30.0) -> Summary:
     directory = as_path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = SweepState.load(directory, sweep.source)
+    state = SweepState.load(directory, sweep.source, sweep.allocation)
     points = [p for p in sweep.points if only(p.name)]
     env = point_env(directory)
     summary = Summary([], {}, [])
@@ -81,11 +81,11 @@ def run_sweep(sweep: Sweep, directory: PathLike, executor: Executor, only: Calla
              len(summary.skipped), len(queue) + len(running), directory)
     last_table = 0.0
     while queue or running:
-        while queue and len(running) < executor.slots:
-            point = queue.pop(0)
-            _submit(directory, sweep, point, state.point(point.name), executor, env)
-            running[point.name] = point
-            state.save()
+        ready = queue[:max(0, executor.slots - len(running))]
+        if ready:
+            del queue[:len(ready)]
+            _submit(directory, sweep, ready, state, executor, env)
+            running.update((point.name, point) for point in ready)
         changed = False
         for name, point in list(running.items()):
             record = state.point(name)
@@ -120,14 +120,20 @@ def run_sweep(sweep: Sweep, directory: PathLike, executor: Executor, only: Calla
     return summary
 
 
-def _submit(directory: epath.Path, sweep: Sweep, point: Point, record: PointState, executor: Executor,
+def _submit(directory: epath.Path, sweep: Sweep, points: list[Point], state: SweepState, executor: Executor,
             env: dict[str, str]) -> None:
-    workdir = point_workdir(directory, point)
-    record.log = os.fspath(workdir / LOG_NAME)
-    record.job = executor.submit(point.name, train_command(sweep, point, workdir), workdir / LOG_NAME, env)
-    record.backend, record.status, record.started = executor.name, "running", time.time()
-    record.attempts += 1
-    log.info("%s: started (attempt %d, job %s)", point.name, record.attempts, record.job)
+    """Start `points`: all at once where the executor takes a batch (SLURM: one job array), else one by one."""
+    jobs = [(p.name, train_command(sweep, p, point_workdir(directory, p)), point_workdir(directory, p) / LOG_NAME,
+             env) for p in points]
+    batch = getattr(executor, "submit_batch", None)
+    ids = iter(batch(jobs)) if batch and len(jobs) > 1 else (executor.submit(*job) for job in jobs)
+    for (name, _, log_file, _), job in zip(jobs, ids):  # one by one: each recorded as soon as it started
+        record = state.point(name)
+        record.log, record.job = os.fspath(log_file), job
+        record.backend, record.status, record.started = executor.name, "running", time.time()
+        record.attempts += 1
+        log.info("%s: started (attempt %d, job %s)", name, record.attempts, record.job)
+        state.save()  # a sweep command killed from here on still knows the job
 
 
 def _finished(workdir: epath.Path) -> bool:

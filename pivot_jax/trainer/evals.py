@@ -20,6 +20,7 @@ from jax.experimental import multihost_utils
 from ml_collections import ConfigDict
 
 from pivot_jax.config import load_config_file, parse_tags
+from pivot_jax.errors import ConfigError
 from pivot_jax.eval.run import evaluate, protocol_name
 from pivot_jax.jsonl import read_jsonl
 from pivot_jax.pretrained import load_tokenizer
@@ -51,19 +52,32 @@ def held_out_loss(s: Setup, params: dict[str, Any]) -> float | None:
     return total / weight
 
 
+def generation_configs(config: ConfigDict) -> list[str]:
+    """The eval configs of `eval.generate_config`: one, or several separated by `;` (a MuIT run scored in each of
+    its languages)."""
+    return [spec.strip() for spec in config.eval.generate_config.split(";") if spec.strip()]
+
+
 def generation_eval(s: Setup, workdir: epath.Path, tokenizer_spec: str) -> GenerationEval:
-    """`eval.generate_config` on the current weights, into WORKDIR/eval/step_N and WORKDIR/results_index.jsonl;
-    returns its metrics as `gen/NAME`."""
-    eval_cfg = load_config_file(s.config.eval.generate_config)
+    """`eval.generate_config` on the current weights, into WORKDIR/eval/step_N/NAME and WORKDIR/results_index.jsonl;
+    returns its metrics as `gen/METRIC` (one eval config) or `gen/NAME/METRIC` (several)."""
+    configs = [load_config_file(spec) for spec in generation_configs(s.config)]
+    names = [protocol_name(cfg).replace("/", "_") for cfg in configs]
+    if len(set(names)) < len(names):
+        raise ConfigError(f"eval.generate_config: two eval configs share the name {names} (give each its own "
+                          "`name` or languages)")
     tokenizer = load_tokenizer(tokenizer_spec)
-    name = protocol_name(eval_cfg).replace("/", "_")
 
     def run(params: dict[str, Any], step: int) -> dict[str, float]:
         model = nnx.merge(s.graphdef, params)
-        results = evaluate(eval_cfg, f"{workdir}@step{step}", workdir / "eval" / f"step_{step}" / name,
-                           workdir / RESULTS_FILENAME, parse_tags(s.config.eval.tags),
-                           loaded=(model, tokenizer, s.mesh, s.rules), step=step)
-        return {f"gen/{r['name']}": r["value"] for r in results}
+        metrics = {}
+        for cfg, name in zip(configs, names):
+            results = evaluate(cfg, f"{workdir}@step{step}", workdir / "eval" / f"step_{step}" / name,
+                               workdir / RESULTS_FILENAME, parse_tags(s.config.eval.tags),
+                               loaded=(model, tokenizer, s.mesh, s.rules), step=step)
+            prefix = "gen/" if len(configs) == 1 else f"gen/{protocol_name(cfg)}/"
+            metrics.update({prefix + r["name"]: r["value"] for r in results})
+        return metrics
 
     return run
 
