@@ -39,8 +39,7 @@ from pivot_jax.launch.slurm import SlurmOptions, log_path, sbatch_script, submit
 from pivot_jax.launch.tpu import TpuLauncher, default_checkout, source_of
 from pivot_jax.launch.xpk import Workload, delete_command, workload_create, workload_name
 from pivot_jax.paths import as_path, is_url
-# The command (not the launch library, which sweeps use) reads sweep files: `xpk --sweep` runs one point.
-from pivot_jax.sweep.runner import point_workdir, train_command
+from pivot_jax.sweep.runner import point_workdir, train_command  # the command only: `xpk --sweep` runs a point
 from pivot_jax.sweep.spec import load_sweep
 
 TPU_ACTIONS = ("create", "setup", "run", "delete", "status", "ssh")
