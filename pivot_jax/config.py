@@ -17,6 +17,7 @@ from typing import Any
 from ml_collections import ConfigDict
 
 from pivot_jax import optimizer as optimizer_lib
+from pivot_jax.attention import IMPLEMENTATIONS as ATTENTION_IMPLEMENTATIONS
 from pivot_jax.errors import ConfigError
 from pivot_jax.model import PRESETS, REMAT_POLICIES
 from pivot_jax.sharding import DEFAULT_RULES
@@ -33,6 +34,7 @@ def base_config() -> ConfigDict:
     c.model.dtype = "float32"
     c.model.remat_policy = "none"
     c.model.scan_layers = True
+    c.model.attention = "auto"  # auto | xla | splash (TPU) | pallas_gpu | cudnn (GPU, unpacked rows): attention.py
     c.model.max_seq_len = 0  # 0 = the preset's / checkpoint's
     c.model.vocab_size = 0  # random init only: 0 = the preset's (raise it to fit a real tokenizer)
 
@@ -43,6 +45,8 @@ def base_config() -> ConfigDict:
     c.train.seq_len = 128
     c.train.grad_accum_steps = 1
     c.train.log_every_steps = 10
+    c.train.loss_chunk = 0  # > 0: logits for this many positions at a time (never the [batch, len, vocab] tensor)
+    c.train.loss_positions = 0  # > 0: loss on at most this many weighted positions per row (more: NaN loss)
 
     c.optimizer = ConfigDict()
     c.optimizer.lr = 1e-3
@@ -131,6 +135,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.param_dtype": (_one_of(*DTYPES), f"one of {DTYPES}"),
     "model.dtype": (_one_of(*DTYPES), f"one of {DTYPES}"),
     "model.remat_policy": (lambda v: v in REMAT_POLICIES, f"one of {sorted(REMAT_POLICIES)}"),
+    "model.attention": (_one_of(*ATTENTION_IMPLEMENTATIONS), f"one of {ATTENTION_IMPLEMENTATIONS}"),
     "model.max_seq_len": (_at_least(0), ">= 0 (0 = the model's own)"),
     "model.vocab_size": (_at_least(0), ">= 0 (0 = the preset's)"),
     "train.steps": (_at_least(0), ">= 0"),
@@ -139,6 +144,8 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.seq_len": (_at_least(2), ">= 2 (an input token and a target)"),
     "train.grad_accum_steps": (_at_least(1), ">= 1"),
     "train.log_every_steps": (_at_least(1), ">= 1"),
+    "train.loss_chunk": (_at_least(0), ">= 0 (0 = the full logits)"),
+    "train.loss_positions": (_at_least(0), ">= 0 (0 = every position)"),
     "optimizer.lr": (_positive, "> 0 and finite"),
     "optimizer.schedule": (_one_of(*optimizer_lib.SCHEDULES), f"one of {optimizer_lib.SCHEDULES}"),
     "optimizer.warmup_ratio": (_unit_interval, "in [0, 1)"),
@@ -212,8 +219,10 @@ def parse_tags(text: str) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------------------------
 # Resuming: what defines a run must not change under its checkpoints.
 
-# What a resumed run may change: how it logs, evaluates, checkpoints and lays itself on devices.
-RESUMABLE = ("train.log_every_steps", "eval", "checkpoint", "mesh", "resume_allow")
+# What a resumed run may change: how it logs, evaluates, checkpoints, lays itself on devices and computes attention
+# and the loss (the same values by another route; e.g. resuming a GPU run on TPU).
+RESUMABLE = ("train.log_every_steps", "eval", "checkpoint", "mesh", "resume_allow", "model.attention",
+             "train.loss_chunk", "train.loss_positions")
 
 
 def _allowed_on_resume(config: ConfigDict) -> tuple[str, ...]:

@@ -6,8 +6,12 @@ Design points (see README "Design notes"):
   the same arrays. Checkpoints are therefore interchangeable between the two modes.
 - Projection kernels keep heads as their own axis (`[embed, heads, head_dim]`) so tensor parallelism splits
   whole heads by a logical rule.
-- One attention path serves training (packed sequences: `segment_ids`, `positions`) and KV-cache decoding
-  (the cache keeps the segment id of every slot; slot 0 means empty or padding).
+- Attention masks by segment and slot, so packed training rows (`segment_ids`, `positions`) and KV-cache decoding
+  (the cache keeps the segment id of every slot; 0 means empty or padding) share one definition. Training
+  rows go through `pivot_jax.attention` (`attention` picks XLA's masked reference or a fused kernel); decoding
+  with a cache always uses the masked reference.
+- `hidden_states` and `logits` split the forward pass, so a loss can project the final hidden states onto the
+  vocabulary a block at a time (`pivot_jax.loss`) instead of holding the whole [batch, length, vocab] logits.
 - Parameters are stored in `param_dtype`, computation runs in `dtype`; norms, softmax and logits run in
   float32.
 """
@@ -15,6 +19,7 @@ Design points (see README "Design notes"):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +29,7 @@ import jax.numpy as jnp
 from flax import nnx, struct
 from jax.ad_checkpoint import checkpoint_name
 
+from pivot_jax import attention
 from pivot_jax.sharding import constrain
 
 Array = jax.Array
@@ -73,6 +79,7 @@ class LlamaConfig:
     dtype: str = "float32"
     scan_layers: bool = True
     remat_policy: str = "none"
+    attention: str = "auto"  # see pivot_jax.attention: auto | xla | splash | pallas_gpu | cudnn
 
     def __post_init__(self):
         if self.head_dim == 0:
@@ -83,6 +90,8 @@ class LlamaConfig:
             raise ValueError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}")
         if self.remat_policy not in REMAT_POLICIES:
             raise ValueError(f"unknown remat_policy {self.remat_policy!r}; choose from {sorted(REMAT_POLICIES)}")
+        if self.attention not in attention.IMPLEMENTATIONS:
+            raise ValueError(f"unknown attention {self.attention!r}; choose from {attention.IMPLEMENTATIONS}")
         for name in ("param_dtype", "dtype"):
             jnp.dtype(getattr(self, name))  # raises a TypeError naming the bad dtype
         if isinstance(self.rope_scaling, dict):
@@ -244,7 +253,7 @@ class Attention(nnx.Module):
         self.o_proj = _param(rngs, (cfg.num_heads, h, e), ("heads", "head_dim", "embed"), pd, std)
         self.dtype = jnp.dtype(cfg.dtype)
 
-    def __call__(self, x: Array, positions: Array, inv_freq: Array, mask: Array,
+    def __call__(self, x: Array, positions: Array, inv_freq: Array, attend: attention.Attend,
                  kv: tuple[Array, Array] | None, cache_index: Array | None) -> tuple[Array, tuple[Array, Array] | None]:
         dt = self.dtype
         q = jnp.einsum("bte,enh->btnh", x, self.q_proj.value.astype(dt))
@@ -263,7 +272,7 @@ class Attention(nnx.Module):
             v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), start)
             kv = (k, v)
             k, v = k.astype(dt), v.astype(dt)
-        out = jax.nn.dot_product_attention(q, k, v, mask=mask)
+        out = attend(q, k, v)
         out = checkpoint_name(out, "attention_out")
         return jnp.einsum("btnh,nhe->bte", out, self.o_proj.value.astype(dt)), kv
 
@@ -292,23 +301,17 @@ class DecoderLayer(nnx.Module):
         self.mlp_norm = RMSNorm(cfg.embed_dim, cfg.norm_eps, pd, rngs)
         self.mlp = MLP(cfg, rngs)
 
-    def __call__(self, x: Array, positions: Array, inv_freq: Array, mask: Array,
+    def __call__(self, x: Array, positions: Array, inv_freq: Array, attend: attention.Attend,
                  kv: tuple[Array, Array] | None, cache_index: Array | None) -> tuple[Array, tuple | None]:
-        attn_out, kv = self.attn(self.attn_norm(x), positions, inv_freq, mask, kv, cache_index)
+        attn_out, kv = self.attn(self.attn_norm(x), positions, inv_freq, attend, kv, cache_index)
         x = x + attn_out
         x = x + self.mlp(self.mlp_norm(x))
         return constrain(x, ("activation_batch", "activation_length", "activation_embed")), kv
 
 
-def attention_mask(q_segments: Array, q_slots: Array, k_segments: Array, k_slots: Array) -> Array:
-    """[batch, 1, q_len, k_len] boolean: same non-zero segment and key slot not after the query slot."""
-    same = (q_segments[:, :, None] == k_segments[:, None, :]) & (q_segments[:, :, None] != 0)
-    causal = k_slots[None, None, :] <= q_slots[None, :, None]
-    return (same & causal)[:, None]
-
-
 class Llama(nnx.Module):
-    """LLaMA-family decoder. `__call__(tokens)` returns float32 logits and the updated cache (if given)."""
+    """LLaMA-family decoder. `__call__(tokens)` returns float32 logits and the updated cache (if given);
+    `hidden_states` and `logits` are its two halves."""
 
     def __init__(self, cfg: LlamaConfig, rngs: nnx.Rngs):
         self.cfg = cfg
@@ -327,6 +330,24 @@ class Llama(nnx.Module):
 
     def __call__(self, tokens: Array, positions: Array | None = None, segment_ids: Array | None = None,
                  cache: KVCache | None = None) -> tuple[Array, KVCache | None]:
+        hidden, cache = self.hidden_states(tokens, positions, segment_ids, cache)
+        return self.logits(hidden), cache
+
+    def logits(self, hidden: Array) -> Array:
+        """Float32 logits [batch, length, vocab] of final hidden states [batch, length, embed] (from
+        `hidden_states`; any length: a loss may pass a block of positions at a time)."""
+        dt = jnp.dtype(self.cfg.dtype)
+        if self.cfg.tie_embeddings:
+            logits = jnp.einsum("bte,ve->btv", hidden, self.embed.value.astype(dt),
+                                preferred_element_type=jnp.float32)
+        else:
+            logits = jnp.einsum("bte,ev->btv", hidden, self.lm_head.value.astype(dt),
+                                preferred_element_type=jnp.float32)
+        return constrain(logits.astype(jnp.float32), ("activation_batch", "activation_length", "activation_vocab"))
+
+    def hidden_states(self, tokens: Array, positions: Array | None = None, segment_ids: Array | None = None,
+                      cache: KVCache | None = None) -> tuple[Array, KVCache | None]:
+        """The final-normed hidden states [batch, length, embed] and the updated cache (if given)."""
         cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
         b, t = tokens.shape
         if segment_ids is None:
@@ -334,15 +355,16 @@ class Llama(nnx.Module):
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
         if cache is None:
-            slots = jnp.arange(t, dtype=jnp.int32)
-            mask = attention_mask(segment_ids, slots, segment_ids, slots)
+            attend = attention.packed_rows(cfg.attention, segment_ids.astype(jnp.int32))
             cache_index, layer_caches = None, None
         else:
             cache_index = cache.index
             k_segments = jax.lax.dynamic_update_slice(cache.segment_ids, segment_ids.astype(jnp.int32),
                                                       (0, cache_index))
             q_slots = cache_index + jnp.arange(t, dtype=jnp.int32)
-            mask = attention_mask(segment_ids, q_slots, k_segments, jnp.arange(cache.max_len, dtype=jnp.int32))
+            mask = attention.attention_mask(segment_ids, q_slots, k_segments,
+                                            jnp.arange(cache.max_len, dtype=jnp.int32))
+            attend = functools.partial(attention.xla, mask=mask)
             layer_caches = (cache.k, cache.v)
 
         x = self.embed.value.astype(dt)[tokens]
@@ -352,7 +374,7 @@ class Llama(nnx.Module):
         graphdef, layer_state = nnx.split(self.layers)
 
         def layer_fn(x, state, kv):
-            return nnx.merge(graphdef, state)(x, positions, inv_freq, mask, kv, cache_index)
+            return nnx.merge(graphdef, state)(x, positions, inv_freq, attend, kv, cache_index)
 
         policy = REMAT_POLICIES[cfg.remat_policy]
         if cfg.remat_policy != "none":
@@ -373,16 +395,9 @@ class Llama(nnx.Module):
             new_kv = None if layer_caches is None else tuple(jnp.stack(parts) for parts in zip(*outs))
 
         x = self.final_norm(x)
-        if cfg.tie_embeddings:
-            logits = jnp.einsum("bte,ve->btv", x, self.embed.value.astype(dt), preferred_element_type=jnp.float32)
-        else:
-            logits = jnp.einsum("bte,ev->btv", x, self.lm_head.value.astype(dt), preferred_element_type=jnp.float32)
-        logits = constrain(logits.astype(jnp.float32), ("activation_batch", "activation_length", "activation_vocab"))
-
         if cache is None:
-            return logits, None
-        new_cache = KVCache(k=new_kv[0], v=new_kv[1], segment_ids=k_segments, index=cache_index + t)
-        return logits, new_cache
+            return x, None
+        return x, KVCache(k=new_kv[0], v=new_kv[1], segment_ids=k_segments, index=cache_index + t)
 
 
 def create(cfg: LlamaConfig, seed: int = 0) -> Llama:

@@ -203,6 +203,9 @@ def _run_config(spec: ModelSpec) -> Any:
     for section, keys in (("model", list(schema.model)), ("data", ["tokenizer"])):
         if not isinstance(saved.get(section), dict):
             raise ConfigError(f"{path}: missing key {section!r} (expected the {section} section of a training config)")
+        if section == "model":
+            # The attention kernel is the reading machine's choice, not the training run's (older runs lack it).
+            saved[section]["attention"] = schema.model.attention
         for key in keys:
             _check_run_key(path, f"{section}.{key}", saved[section].get(key, _MISSING), schema[section][key])
     return ConfigDict(saved)
@@ -251,7 +254,8 @@ def model_config(model: ConfigDict) -> model_lib.LlamaConfig:
     """The architecture a training config's `model` section describes: `init_from`'s (if set) or `preset`'s,
     with the run-time options applied."""
     options = dict(param_dtype=model.param_dtype, dtype=model.dtype, remat_policy=model.remat_policy,
-                   scan_layers=model.scan_layers)
+                   scan_layers=model.scan_layers,
+                   attention=model.get("attention", "auto"))  # runs saved before the key: auto
     if model.max_seq_len:
         options["max_seq_len"] = model.max_seq_len
     if not model.init_from:

@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 from flax import linen, nnx
+from jax.experimental import mesh_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 from pivot_jax.errors import ConfigError
@@ -45,13 +46,20 @@ DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
 )
 
 
-def constrain(x: jax.Array, axes: LogicalAxes) -> jax.Array:
-    """Constrain an activation's sharding by logical axis names; a no-op unless rules and a mesh are active."""
+def active_spec(axes: LogicalAxes, shape: tuple[int, ...]) -> PartitionSpec | None:
+    """The mesh axes for logical `axes` of an array of `shape` under the active rules and mesh (fitted: an axis
+    that does not divide its dimension is dropped); None when no rules or no mesh are active."""
     rules = linen.get_logical_axis_rules()
     mesh = jax.sharding.get_abstract_mesh()
     if not rules or mesh.empty:
-        return x
-    return jax.lax.with_sharding_constraint(x, _fit(logical_spec(axes, rules), x.shape, mesh))
+        return None
+    return _fit(logical_spec(axes, rules), shape, mesh)
+
+
+def constrain(x: jax.Array, axes: LogicalAxes) -> jax.Array:
+    """Constrain an activation's sharding by logical axis names; a no-op unless rules and a mesh are active."""
+    spec = active_spec(axes, x.shape)
+    return x if spec is None else jax.lax.with_sharding_constraint(x, spec)
 
 
 def axis_rules(rules: AxisRules = DEFAULT_RULES):
@@ -71,7 +79,8 @@ MESH_AXES = ("data", "fsdp", "tensor")
 
 def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[jax.Device] | None = None
               ) -> jax.sharding.Mesh:
-    """A (data, fsdp, tensor) mesh over all (global) devices; one axis may be -1 to take what is left."""
+    """A (data, fsdp, tensor) mesh over all (global) devices; one axis may be -1 to take what is left. Over the
+    devices of several slices (Multislice) the data axis spans the slices."""
     devices = list(devices if devices is not None else jax.devices())
     shape = [data, fsdp, tensor]
     if shape.count(-1) > 1:
@@ -83,7 +92,24 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[
         shape[shape.index(-1)] = len(devices) // known
     if math.prod(shape) != len(devices):
         raise ConfigError(f"mesh: data x fsdp x tensor = {math.prod(shape)} but there are {len(devices)} devices")
-    return jax.make_mesh(tuple(shape), MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3, devices=devices)
+    axis_types = (jax.sharding.AxisType.Auto,) * 3
+    num_slices = len({getattr(d, "slice_index", 0) for d in devices})
+    # Multislice: slices talk over the data-centre network, far slower than ICI, so only the data axis (one
+    # gradient all-reduce per step) spans them; fsdp and tensor stay inside each slice.
+    if shape[0] % num_slices:
+        raise ConfigError(f"mesh.data={shape[0]}: must be a multiple of the {num_slices} slices (the data axis "
+                          "spans the slices; fsdp and tensor stay within one)")
+    try:
+        if num_slices == 1:
+            return jax.make_mesh(tuple(shape), MESH_AXES, axis_types=axis_types, devices=devices)
+        ici = (shape[0] // num_slices, shape[1], shape[2])
+        # As jax.make_mesh does for one slice: v5e's 2D slices may split a physical axis across mesh axes.
+        split = devices[0].device_kind in ("TPU v5 lite", "TPU v5e")
+        grid = mesh_utils.create_hybrid_device_mesh(ici, (num_slices, 1, 1), devices, allow_split_physical_axes=split)
+        return jax.sharding.Mesh(grid, MESH_AXES, axis_types=axis_types)
+    except (NotImplementedError, ValueError) as e:  # mesh_utils found no assignment onto the physical axes
+        raise ConfigError(f"mesh data={shape[0]} fsdp={shape[1]} tensor={shape[2]} does not map onto the devices' "
+                          f"physical layout: {e}") from e
 
 
 def _fit(spec: PartitionSpec, shape: tuple[int, ...], mesh: jax.sharding.Mesh | jax.sharding.AbstractMesh

@@ -29,3 +29,27 @@ def test_llama2_7b_coit_step_compiles_on_8_devices_from_the_config_alone():
     # Per device: its eighth of the f32 params and both Adam moments (~10 GB), plus activations.
     memory = compiled.memory_analysis()
     assert memory is None or memory.argument_size_in_bytes < 12e9
+
+
+def test_the_trainer_takes_the_chunked_loss_from_its_config():
+    """`train.loss_chunk` and `train.loss_positions` reach the compiled step: the same loss as the full logits."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    batch = {"decoder_input_tokens": rng.integers(1, 200, (8, 32)),
+             "decoder_target_tokens": rng.integers(1, 200, (8, 32)),
+             "decoder_loss_weights": (rng.random((8, 32)) < 0.3).astype(np.int32),
+             "decoder_segment_ids": np.ones((8, 32), np.int32), "decoder_positions": np.tile(np.arange(32), (8, 1))}
+    losses = {}
+    for chunk, positions in ((0, 0), (12, 0), (8, 32)):
+        config = _config("tiny", None)
+        config.train.seq_len, config.train.loss_chunk, config.train.loss_positions = 32, chunk, positions
+        mesh = sharding.make_mesh(1, 1, 1, jax.devices()[:1])
+        s = build(config, mesh, num_steps=1)
+        with s.activate():
+            state = s.init_fn()
+            device_batch = {k: jax.device_put(np.asarray(v, np.int32), s.batch_sharding) for k, v in batch.items()}
+            _, metrics = s.step_fn(state, device_batch)
+        losses[(chunk, positions)] = float(metrics["loss"])
+    full = losses.pop((0, 0))
+    assert all(abs(v - full) < 1e-5 * abs(full) for v in losses.values()), (full, losses)

@@ -98,6 +98,9 @@ def test_smollm2_plug_runs_and_reports(smollm2_gguf, tmp_path):
     ("data.validation_fraction", 1.0, "data.validation_fraction=1.0"),
     ("model.dtype", "float8", "model.dtype='float8'"),
     ("model.preset", "llama9", "model.preset='llama9'"),
+    ("model.attention", "flash", r"model.attention='flash': must be one of \('auto', 'xla', 'splash'"),
+    ("train.loss_chunk", -1, "train.loss_chunk=-1: must be >= 0"),
+    ("train.loss_positions", -2, "train.loss_positions=-2: must be >= 0"),
 ])
 def test_out_of_range_values_are_refused_naming_key_and_value(key, value, message):
     config = base_config()

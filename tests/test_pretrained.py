@@ -135,6 +135,17 @@ def test_run_config_wrong_types_and_non_json_are_named(tmp_path):
         read_config(_run_dir(tmp_path, "[]"))
 
 
+def test_run_config_leaves_attention_to_the_reading_machine(tmp_path):
+    from pivot_jax.config import base_config
+    from pivot_jax.pretrained import read_config
+
+    saved = base_config().to_dict()
+    del saved["model"]["attention"]  # a run saved before model.attention existed
+    assert read_config(_run_dir(tmp_path, json.dumps(saved))).attention == "auto"
+    saved["model"]["attention"] = "splash"  # trained on a TPU, read elsewhere
+    assert read_config(_run_dir(tmp_path, json.dumps(saved))).attention == "auto"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The spec parser
 
@@ -238,3 +249,15 @@ def test_run_without_tokenizer_loads_as_weights_without_one(tmp_path):
         load_tokenizer(spec)
     saved["data"]["tokenizer"] = "cldr:es"
     assert load_tokenizer(_run_dir(tmp_path, json.dumps(saved))).vocab_size > 100
+
+
+def test_a_model_section_saved_before_the_attention_key_reads_as_auto():
+    """collect and reports read config.json files of older runs, whose model section lacks `attention`."""
+    from ml_collections import ConfigDict
+
+    from pivot_jax.config import base_config
+    from pivot_jax.pretrained import model_config
+
+    saved = base_config().model.to_dict()
+    del saved["attention"]
+    assert model_config(ConfigDict(saved)).attention == "auto"

@@ -36,8 +36,10 @@ def save(directory: str | os.PathLike, cfg: LlamaConfig, params: dict[str, Any],
         checkpointer.wait_until_finished()
     if tokenizer is not None:
         tokenizer.save(directory / TOKENIZER_DIR)
-    # Written last: a directory without config.json is an interrupted save and is never loaded.
-    (directory / CONFIG_FILE).write_text(json.dumps({"format": FORMAT, "model": cfg.to_dict()}, indent=2))
+    # Written last: a directory without config.json is an interrupted save and is never loaded. The attention
+    # kernel is left to the loading machine ("auto"), not the saving one's.
+    model = cfg.replace(attention="auto").to_dict()
+    (directory / CONFIG_FILE).write_text(json.dumps({"format": FORMAT, "model": model}, indent=2))
     return directory
 
 

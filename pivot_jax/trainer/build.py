@@ -107,11 +107,12 @@ def build(config: ConfigDict, mesh: jax.sharding.Mesh, num_steps: int,
                                   abstract_state, state_shardings)
     batch_sharding = sharding.batch_sharding(mesh)
     batch_shardings = {k: batch_sharding for k in BATCH_KEYS}
+    loss_options = dict(loss_chunk=config.train.loss_chunk, loss_positions=config.train.loss_positions)
     step_fn = jax.jit(functools.partial(train_step, graphdef=graphdef, optimizer=optimizer, schedule=schedule,
-                                        accum_steps=config.train.grad_accum_steps),
+                                        accum_steps=config.train.grad_accum_steps, **loss_options),
                       in_shardings=(state_shardings, batch_shardings),
                       out_shardings=(state_shardings, replicated), donate_argnums=0)
-    eval_fn = jax.jit(functools.partial(eval_step, graphdef=graphdef),
+    eval_fn = jax.jit(functools.partial(eval_step, graphdef=graphdef, **loss_options),
                       in_shardings=(param_shardings, batch_shardings), out_shardings=replicated)
     return Setup(config, model_cfg, mesh, graphdef, state_shardings, batch_sharding, step_fn, eval_fn, init_fn,
                  abstract_state, rules)
