@@ -48,8 +48,10 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     shutdown_timeout_s: how long a finished process waits at exit for the others to finish too."""
     # Cross-process collectives for CPU runs (multi-process tests); accelerators ignore this setting.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    if not coordinator and "TPU_WORKER_HOSTNAMES" not in os.environ \
-            and int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
+    # A TPU pod names several workers; one name (a single-host VM, or libtpu's compile-only setup for AOT
+    # planning in this process) is no multi-host job.
+    pod = "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")
+    if not coordinator and not pod and int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
         return
     timeouts = dict(initialization_timeout=init_timeout_s + _JAX_DEADLINE_MARGIN_S,
                     heartbeat_timeout_seconds=heartbeat_timeout_s, shutdown_timeout_seconds=shutdown_timeout_s)
