@@ -24,14 +24,16 @@ from pivot_jax.paths import AppendFile, PathLike, as_path, is_url
 _CHUNK = 1 << 16
 
 
-def run_logged(command: Sequence[str], log: PathLike, env: Mapping[str, str] | None = None,
+def run_logged(command: Sequence[str], log: PathLike | None, env: Mapping[str, str] | None = None,
                flush_s: float = 10.0) -> int:
-    """Run `command` with stdout and stderr appended to `log`; its exit code."""
+    """Run `command` with stdout and stderr appended to `log` (None: this process's own); its exit code."""
     for sig in (signal.SIGTERM, signal.SIGINT):
         # A handler, not SIG_IGN: an ignored signal stays ignored in the command (exec keeps it), and the trainer
         # must see its SIGTERM.
         signal.signal(sig, _wait_for_the_command)
     env = dict(os.environ if env is None else env)
+    if log is None:
+        return _exit_code(subprocess.call(list(command), env=env))
     path = as_path(log)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not is_url(path):

@@ -88,12 +88,9 @@ class RunCommand:
         for sig in (signal.SIGTERM, signal.Signals["SIG" + submitit.JobEnvironment.USR_SIG]):
             signal.signal(sig, _ignore)
         env = {**os.environ, **self.env}
-        if self.log is None:
-            code = subprocess.call(self.command, env=env)
-        else:  # a local file or an object (gs://) alike
-            code = run_logged(self.command, self.log, env)
+        code = run_logged(self.command, self.log, env)  # a local file, an object (gs://), or the job's own log
         if code:
-            sys.exit(code if code > 0 else 128 - code)  # killed by signal N: 128+N, as a shell reports it
+            sys.exit(code)  # killed by signal N: 128 + N, as a shell reports it
         return 0
 
 
