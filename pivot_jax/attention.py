@@ -89,7 +89,7 @@ def resolve(name: str, length: int, platform: str) -> str:
 def packed_rows(name: str, segment_ids: Array) -> Attend:
     """Self-attention over rows with `segment_ids` [batch, length] by the implementation `name` (a
     `model.attention` value); on CPU an explicit fast path runs interpreted."""
-    platform = _platform()
+    platform = compile_platform()
     name = resolve(name, segment_ids.shape[1], platform)
     if name == "xla":
         slots = jnp.arange(segment_ids.shape[1], dtype=jnp.int32)
@@ -102,7 +102,7 @@ def packed_rows(name: str, segment_ids: Array) -> Attend:
     return functools.partial(kernel, segment_ids=segment_ids, interpret=interpret)
 
 
-def _platform() -> str:
+def compile_platform() -> str:
     """The platform being compiled for: the active mesh's devices' (an AOT compile for a TPU slice runs on a CPU
     host), else JAX's default backend."""
     mesh = jax.sharding.get_abstract_mesh()
