@@ -71,8 +71,9 @@ def main() -> None:
     full = cpu_temporaries(args.cpu_preset, args.cpu_batch, args.cpu_seq_len, 0)
     chunked = cpu_temporaries(args.cpu_preset, args.cpu_batch, args.cpu_seq_len, args.chunk)
     for name, temporaries in (("full logits", full), (f"loss_chunk={args.chunk}", chunked)):
-        rows.append({"where": "this CPU (remat full)", "model": args.cpu_preset, "batch": f"{args.cpu_batch}x{args.cpu_seq_len}",
-                     "loss": name, "temporaries GiB": temporaries / GIB, "total GiB": None, "fits": None})
+        rows.append({"where": "this CPU (remat full)", "model": args.cpu_preset,
+                     "batch": f"{args.cpu_batch}x{args.cpu_seq_len}", "loss": name,
+                     "temporaries GiB": temporaries / GIB, "total GiB": None, "fits": None})
     notes.append(f"CPU: the chunked loss takes {chunked / full:.2f}x the temporaries of the full logits")
     if not args.skip_aot:
         plans = []

@@ -8,8 +8,9 @@ torch + transformers), quickstart (the quickstart's real batches: its config aga
 before), generate (greedy decoding at batch 1 and 8 beside transformers' generate), pipeline (the
 seqio input pipeline beside the trainer), fsdp (memory per device on 1 vs 8 CPU devices), loss_memory
 (full vs chunked loss: SmolLM2-135M on this CPU, llama3-8b on v5p-8 from the AOT report), maxtext (MaxText
-0.2.5 in its own Python 3.12 virtualenv: its AOT compile of llama2-7b on v5p-8 beside ours, its CPU train step). `--quick` runs shorter
-versions (fewer steps and tokens, no TPU compiles of llama3-8b, MaxText only if its virtualenv exists).
+0.2.5 in its own Python 3.12 virtualenv: its AOT compile of llama2-7b on v5p-8 beside ours, its CPU train
+step). `--quick` runs shorter versions (fewer steps and tokens, no TPU compiles of llama3-8b, MaxText only if
+its virtualenv exists).
 A section that fails is reported with its error and the others still run.
 """
 

@@ -73,7 +73,8 @@ def _command_of(module: str) -> Command:
 
 @pytest.mark.parametrize("module", ["pivot_jax.train", "pivot_jax.evaluate", "pivot_jax.generate",
                                     "pivot_jax.report", "pivot_jax.convert", "pivot_jax.data",
-                                    "pivot_jax.data.tfds_builders", "pivot_jax.sweep", "pivot_jax.scaling"])
+                                    "pivot_jax.data.tfds_builders", "pivot_jax.sweep", "pivot_jax.scaling",
+                                    "pivot_jax.aot", "pivot_jax.construct"])
 def test_help_shows_every_subcommand_and_flag_with_its_help(module):
     result = subprocess.run([sys.executable, "-m", module, "--help"], check=False, capture_output=True, text=True,
                             cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"})
