@@ -41,7 +41,7 @@ SECTIONS: dict[str, tuple[list[str], list[str] | None]] = {
     "pipeline": (["data_pipeline.py", f"--config={QUICKSTART}"],
                  ["data_pipeline.py", f"--config={QUICKSTART}", "--batches", "10", "--train_steps", "2"]),
     "fsdp": (["fsdp_memory.py"], ["fsdp_memory.py", "--preset", "quickstart"]),
-    "loss_memory": (["loss_memory.py"], ["loss_memory.py", "--skip_aot", "--cpu_seq_len", "512"]),
+    "loss_memory": (["loss_memory.py"], ["loss_memory.py", "--skip_aot", "--cpu_seq_len", "512", "--chunk", "128"]),
     "maxtext": (["maxtext_peer.py"], ["maxtext_peer.py", "--no_install", "--skip_train"]),
 }
 
