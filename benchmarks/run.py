@@ -101,8 +101,8 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     out.append({"goal": "train step vs MaxText on this CPU (SmolLM2-135M shape, float32)", "target": "—",
                 "measured": ours_cpu and theirs_cpu and ours_cpu["pivot_jax tok/s"] / theirs_cpu["tokens/s/device"],
                 "met": "—", "how": "pivot_jax tok/s / MaxText tokens/s (its log's median step), same batch"})
-    peak = next((float(n.split(": ")[1].split(" ")[0].replace(",", "")) for n in
-                 results.get("matmul", {}).get("notes", []) if n.startswith("peak float32 matmul here")), None)
+    square = _rows(results, "matmul")[:1]  # matmul_peak.py's first row: the square product
+    peak = square and max(square[0]["XLA GFLOP/s"], square[0]["torch GFLOP/s"])
     for preset in ("smollm2-135m", "quickstart"):
         row = _find(steps, "model", preset)
         if peak and row:
